@@ -1,0 +1,167 @@
+"""Tracing helpers around Torch-Pruning's DependencyGraph.
+
+Everything that needs to run the model once lives here: building the graph,
+finding the layers whose outputs are model outputs (never pruned), and finding the
+BatchNorm that directly follows each conv (masked together with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..errors import TraceError
+
+ForwardFn = Callable[[nn.Module, Any], Any]
+
+# Layers that compute new channels from their inputs: a channel group's "producers".
+PRODUCER_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
+# Norms whose statistics span channels: a removed zero channel would change them.
+CROSS_CHANNEL_NORMS: tuple[type, ...] = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def flatten_tensors(obj: Any) -> list[torch.Tensor]:
+    """All tensors in a nested output (tuples, lists, dicts, dataclass-like objects), in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in flatten_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in flatten_tensors(v)]
+    return []
+
+
+def run_forward(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> Any:
+    """Call the model the way Torch-Pruning does: forward_fn, dict -> kwargs, tuple -> args."""
+    if forward_fn is not None:
+        return forward_fn(model, example_inputs)
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = True, grad: bool = True) -> Iterator[None]:
+    """Run in eval mode with gradients traced, then restore every module's mode and flags."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        if grad:
+            for p in model.parameters():  # frozen stages still need a grad_fn to be traced
+                p.requires_grad_(True)
+        with torch.enable_grad() if grad else torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _trace_error(exc: Exception) -> TraceError:
+    return TraceError(
+        f"could not run the model on the example inputs ({type(exc).__name__}: {exc}); "
+        "pass example_inputs the model accepts (e.g. torch.randn(1, 3, 224, 224)) and, for "
+        "models whose forward needs more than tensors, a forward_fn (or use the model's adapter)"
+    )
+
+
+def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model``; raises TraceError if it cannot run."""
+    with preserved_state(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                forward_fn=lambda m, x: run_forward(m, x, forward_fn),
+                output_transform=flatten_tensors,
+                verbose=False,
+            )
+        except TraceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure inside user code is a trace failure
+            raise _trace_error(exc) from exc
+
+
+@dataclass
+class ModelProbe:
+    """What one traced forward pass tells about a model."""
+
+    output_layers: set[str] = field(default_factory=set)  # producers whose channels reach an output
+    norm_after: dict[str, str] = field(default_factory=dict)  # conv name -> BatchNorm fed by it
+
+
+def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> ModelProbe:
+    """Find output-bound producers and conv -> BatchNorm pairs with one forward pass."""
+    probe = ModelProbe()
+    producer_of_fn: dict[Any, str] = {}
+    produced: dict[int, tuple[weakref.ref, str]] = {}
+    handles = []
+
+    def on_producer(name: str):
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                producer_of_fn[output.grad_fn] = name
+                produced[id(output)] = (weakref.ref(output), name)
+        return hook
+
+    def on_batchnorm(name: str):
+        def hook(_module, inputs, _output):
+            if inputs and isinstance(inputs[0], torch.Tensor):
+                ref_name = produced.get(id(inputs[0]))
+                if ref_name is not None and ref_name[0]() is inputs[0]:
+                    probe.norm_after.setdefault(ref_name[1], name)
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, PRODUCER_TYPES):
+            handles.append(module.register_forward_hook(on_producer(name)))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            handles.append(module.register_forward_hook(on_batchnorm(name)))
+    try:
+        with preserved_state(model):
+            try:
+                outputs = flatten_tensors(run_forward(model, example_inputs, forward_fn))
+            except Exception as exc:  # noqa: BLE001
+                raise _trace_error(exc) from exc
+    finally:
+        for h in handles:
+            h.remove()
+
+    # Walk back from every output through channel-preserving ops to the producers.
+    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    seen = set()
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        if fn in producer_of_fn:
+            probe.output_layers.add(producer_of_fn[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return probe
+
+
+def module_names(model: nn.Module) -> dict[nn.Module, str]:
+    return {m: n for n, m in model.named_modules()}
+
+
+def is_out_channel_dep(dg: tp.DependencyGraph, dep) -> bool:
+    return dg.is_out_channel_pruning_fn(dep.handler)
+
+
+def is_in_channel_dep(dg: tp.DependencyGraph, dep) -> bool:
+    return dg.is_in_channel_pruning_fn(dep.handler)

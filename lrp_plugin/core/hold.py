@@ -1,0 +1,193 @@
+"""Apply masks to conv (+ BatchNorm) weights and hold them at exactly zero while training.
+
+Holding works without touching the state_dict layout, so a masked checkpoint still
+loads into the unpruned architecture:
+
+* masked entries are zeroed once;
+* a gradient hook zeroes their gradients, so SGD (momentum, weight decay), Adam and
+  AdamW leave an exact zero at zero, and DDP all-reduces zeros;
+* a load_state_dict post-hook re-zeroes them after any checkpoint load;
+* ``enforce_masks`` re-zeroes on demand (training hooks call it after each step).
+
+The masks travel beside the weights: ``model._lrp_masks`` (a plain attribute, not a
+buffer) and ``save_masked``/``load_masked`` checkpoint metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import MaskError
+from .checks import check_state_dict_fits
+from .graph import ForwardFn, probe_model
+from .masks import ChannelMasks, validate_masks
+
+_STATE_ATTR = "_lrp_masks"
+MASKED_CHECKPOINT_KEY = "lrp_masks"
+
+
+@dataclass
+class HeldMasks:
+    """Masks held on a model, with the handles that keep them in force."""
+
+    masks: ChannelMasks
+    mask_bn: bool
+    handles: list = field(default_factory=list, repr=False)
+
+    def __deepcopy__(self, memo):  # a copied model gets the masks but not our hook handles
+        return HeldMasks(self.masks.copy(), self.mask_bn)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """DDP / DataParallel wrappers hold the real model in ``.module``."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def _masked_params(model: nn.Module, masks: ChannelMasks, mask_bn: bool) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, keep-mask along dim 0) for every tensor to hold at zero."""
+    modules = dict(model.named_modules())
+    pairs = []
+    for name, keep in masks.items():
+        if bool(keep.all()):
+            continue
+        layer = modules[name]
+        pairs.append((layer.weight, keep))
+        if getattr(layer, "bias", None) is not None:
+            pairs.append((layer.bias, keep))
+        if mask_bn and name in masks.norm_layers:
+            bn = modules[masks.norm_layers[name]]
+            if bn.weight is not None:
+                pairs.append((bn.weight, keep))
+            if bn.bias is not None:
+                pairs.append((bn.bias, keep))
+    return pairs
+
+
+def _zero(pairs) -> None:
+    with torch.no_grad():
+        for param, keep in pairs:
+            param[~keep.to(param.device)] = 0
+
+
+def _grad_hook(keep: torch.Tensor):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        mask = keep.to(device=grad.device, dtype=grad.dtype).view(-1, *([1] * (grad.dim() - 1)))
+        return grad * mask
+
+    return hook
+
+
+def apply_masks(
+    model: nn.Module,
+    masks: Mapping[str, Any],
+    mask_bn: bool = True,
+    *,
+    hold: bool = True,
+    example_inputs: Any = None,
+    forward_fn: ForwardFn | None = None,
+) -> ChannelMasks:
+    """Zero masked conv filters (and the following BN's gamma/beta) and hold them at zero.
+
+    ``mask_bn=False`` leaves BatchNorm alive: the paper's Table 8 ablation (lossy).
+    The BN after each conv comes from the masks (``compute_masks`` records it) or, for
+    masks made elsewhere, from tracing ``example_inputs``. Returns the validated masks.
+    """
+    target = _unwrap(model)
+    masks = validate_masks(target, masks).copy()
+    if mask_bn:
+        missing = [n for n in masks if n not in masks.norm_layers and not bool(masks[n].all())]
+        if missing and example_inputs is not None:
+            masks.norm_layers.update(
+                {k: v for k, v in probe_model(target, example_inputs, forward_fn).norm_after.items() if k in masks}
+            )
+        elif missing and not masks.norm_layers:
+            raise MaskError(
+                "mask_bn=True needs to know which BatchNorm follows each conv: pass example_inputs=... "
+                "(or use masks from lrp.compute_masks, which records it), or mask_bn=False"
+            )
+    remove_masks(target)
+    pairs = _masked_params(target, masks, mask_bn)
+    _zero(pairs)
+    state = HeldMasks(masks, mask_bn)
+    if hold:
+        for param, keep in pairs:
+            state.handles.append(param.register_hook(_grad_hook(keep)))
+        state.handles.append(target.register_load_state_dict_post_hook(lambda module, _keys: enforce_masks(module)))
+    setattr(target, _STATE_ATTR, state)
+    return masks
+
+
+def get_masks(model: nn.Module) -> ChannelMasks | None:
+    """The masks held on ``model`` (or a DDP wrapper of it), if any."""
+    state = getattr(_unwrap(model), _STATE_ATTR, None)
+    return state.masks if isinstance(state, HeldMasks) else None
+
+
+def held_mask_bn(model: nn.Module) -> bool | None:
+    state = getattr(_unwrap(model), _STATE_ATTR, None)
+    return state.mask_bn if isinstance(state, HeldMasks) else None
+
+
+def enforce_masks(model: nn.Module) -> None:
+    """Re-zero every held masked entry (cheap; call after a step of an exotic optimizer)."""
+    target = _unwrap(model)
+    state = getattr(target, _STATE_ATTR, None)
+    if isinstance(state, HeldMasks):
+        _zero(_masked_params(target, state.masks, state.mask_bn))
+
+
+def remove_masks(model: nn.Module) -> ChannelMasks | None:
+    """Stop holding masks (weights stay as they are); returns the masks that were held."""
+    target = _unwrap(model)
+    state = getattr(target, _STATE_ATTR, None)
+    if not isinstance(state, HeldMasks):
+        return None
+    for handle in state.handles:
+        handle.remove()
+    delattr(target, _STATE_ATTR)
+    return state.masks
+
+
+def masks_hold(model: nn.Module, atol: float = 0.0) -> bool:
+    """True if every held masked entry is (exactly, by default) zero."""
+    target = _unwrap(model)
+    state = getattr(target, _STATE_ATTR, None)
+    if not isinstance(state, HeldMasks):
+        return True
+    for param, keep in _masked_params(target, state.masks, state.mask_bn):
+        if param.detach()[~keep.to(param.device)].abs().max().item() > atol:
+            return False
+    return True
+
+
+def save_masked(model: nn.Module, path: str | Path, **extra: Any) -> Path:
+    """Save the masked model's state_dict (unpruned layout) with its masks beside it."""
+    target = _unwrap(model)
+    state = getattr(target, _STATE_ATTR, None)
+    if not isinstance(state, HeldMasks):
+        raise MaskError("the model holds no masks: call lrp.apply_masks first")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": target.state_dict(), MASKED_CHECKPOINT_KEY: state.masks.state_dict(),
+               "mask_bn": state.mask_bn, **extra}
+    torch.save(payload, path)
+    return path
+
+
+def load_masked(model: nn.Module, path: str | Path, *, hold: bool = True) -> ChannelMasks:
+    """Load a checkpoint from ``save_masked`` into the unpruned ``model`` and hold its masks."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or MASKED_CHECKPOINT_KEY not in payload:
+        raise MaskError(f"{str(path)!r} is not a masked checkpoint written by lrp.save_masked")
+    masks = validate_masks(_unwrap(model), ChannelMasks.from_state_dict(payload[MASKED_CHECKPOINT_KEY]))
+    check_state_dict_fits(_unwrap(model), payload["state_dict"], source=str(path))
+    _unwrap(model).load_state_dict(payload["state_dict"], strict=True)
+    return apply_masks(model, masks, mask_bn=bool(payload.get("mask_bn", True)), hold=hold)

@@ -1,0 +1,239 @@
+"""Channel masks: the one data type everything turns around.
+
+``ChannelMasks`` maps a module name to a boolean keep-mask over that module's output
+channels (True = kept). It also remembers which BatchNorm follows each conv, so the
+BN can be masked with it, and how the masks were made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import MaskError, UnsupportedLayerError
+from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
+from .graph import CROSS_CHANNEL_NORMS, ForwardFn, build_graph, module_names, probe_model
+
+MASKS_FORMAT = "lrp-channel-masks/1"
+
+
+class ChannelMasks(MutableMapping[str, torch.Tensor]):
+    """Keep-masks over output channels keyed by module name (``{"layer1.0.conv1": bool[C]}``)."""
+
+    def __init__(
+        self,
+        masks: Mapping[str, Any] | None = None,
+        *,
+        norm_layers: Mapping[str, str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        self._masks: dict[str, torch.Tensor] = {}
+        self.norm_layers: dict[str, str] = dict(norm_layers or {})  # conv name -> BN name
+        self.meta: dict[str, Any] = dict(meta or {})  # criterion, ratio, source tool ...
+        for name, mask in (masks or {}).items():
+            self[name] = mask
+
+    # -- mapping protocol ------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __setitem__(self, name: str, mask: Any) -> None:
+        tensor = torch.as_tensor(mask).detach().cpu()
+        if tensor.dim() != 1:
+            raise MaskError(f"mask for {name!r} must be 1-D over output channels, got shape {tuple(tensor.shape)}")
+        if tensor.dtype != torch.bool:
+            tensor = tensor != 0
+        self._masks[str(name)] = tensor.clone()
+
+    def __delitem__(self, name: str) -> None:
+        del self._masks[name]
+        self.norm_layers.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        kept = sum(int(m.sum()) for m in self._masks.values())
+        total = sum(m.numel() for m in self._masks.values())
+        return f"ChannelMasks({len(self)} layers, {kept}/{total} channels kept, meta={self.meta})"
+
+    # -- queries ---------------------------------------------------------------------
+    def masked_channels(self) -> dict[str, int]:
+        return {name: int((~m).sum()) for name, m in self._masks.items()}
+
+    def copy(self) -> ChannelMasks:
+        return ChannelMasks(self._masks, norm_layers=self.norm_layers, meta=self.meta)
+
+    # -- serialisation: plain tensors / JSON ------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and strings; loads with ``torch.load(weights_only=True)``."""
+        return {
+            "format": MASKS_FORMAT,
+            "masks": {k: v.clone() for k, v in self._masks.items()},
+            "norm_layers": dict(self.norm_layers),
+            "meta": json.loads(json.dumps(self.meta, default=str)),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> ChannelMasks:
+        if not isinstance(state, Mapping) or state.get("format") != MASKS_FORMAT:
+            raise MaskError(f"not an lrp_plugin mask file (expected format {MASKS_FORMAT!r})")
+        return cls(state["masks"], norm_layers=state.get("norm_layers"), meta=state.get("meta"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: masks as lists of 0/1."""
+        state = self.state_dict()
+        state["masks"] = {k: v.to(torch.int8).tolist() for k, v in self._masks.items()}
+        return state
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelMasks:
+        return cls.from_state_dict(data)
+
+    def save(self, path: str | Path) -> Path:
+        """``.json`` writes JSON; anything else a torch file of plain tensors."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(self.to_dict()))
+        else:
+            torch.save(self.state_dict(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ChannelMasks:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
+        if path.suffix == ".json":
+            return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def validate_masks(model: nn.Module, masks: Mapping[str, Any]) -> ChannelMasks:
+    """Check every mask names a conv/linear of ``model`` and has one entry per output channel."""
+    masks = masks if isinstance(masks, ChannelMasks) else ChannelMasks(masks)
+    modules = dict(model.named_modules())
+    problems = []
+    for name, keep in masks.items():
+        module = modules.get(name)
+        if module is None:
+            close = [n for n in modules if n.endswith(name) or name.endswith(n)][:3] if name else []
+            hint = f" (did you mean {close}?)" if close else ""
+            problems.append(f"{name!r} is not a module of the model{hint}")
+            continue
+        channels = out_channels(module)
+        if channels is None:
+            problems.append(f"{name!r} is a {type(module).__name__}; masks apply to conv/linear output channels")
+        elif keep.numel() != channels:
+            problems.append(f"{name!r} has {channels} output channels but its mask has {keep.numel()}")
+    for conv, bn in masks.norm_layers.items():
+        if conv in masks and not isinstance(modules.get(bn), nn.modules.batchnorm._BatchNorm):
+            problems.append(f"norm layer {bn!r} recorded for {conv!r} is not a BatchNorm of the model")
+    if problems:
+        raise MaskError(
+            "masks do not fit the model: " + "; ".join(problems)
+            + ". Compute masks on this architecture (lrp.compute_masks) or fix the names/lengths."
+        )
+    return masks
+
+
+def out_channels(module: nn.Module) -> int | None:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    return None
+
+
+def _resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> set[str]:
+    """Names of ignored modules (and all their children) from modules or names."""
+    if not ignored_layers:
+        return set()
+    names = module_names(model)
+    roots = []
+    for item in ignored_layers:
+        if isinstance(item, nn.Module):
+            if item not in names:
+                raise MaskError(f"ignored layer {type(item).__name__} is not a submodule of the model")
+            roots.append(names[item])
+        elif isinstance(item, str):
+            if item not in dict(model.named_modules()):
+                raise MaskError(f"ignored layer {item!r} is not a module of the model")
+            roots.append(item)
+        else:
+            raise MaskError(f"ignored_layers takes modules or module names, got {type(item).__name__}")
+    return {n for n in names.values() for r in roots if n == r or n.startswith(r + ".") or r == ""}
+
+
+def compute_masks(
+    model: nn.Module,
+    example_inputs: Any,
+    criterion: str | Criterion = "l1",
+    ratio: float = 0.5,
+    ignored_layers: Iterable[Any] | None = None,
+    *,
+    layer_types: tuple[type, ...] = (nn.Conv2d,),
+    ratio_dict: Mapping[str, float] | None = None,
+    forward_fn: ForwardFn | None = None,
+) -> ChannelMasks:
+    """Mask ``ratio`` of the output channels of every prunable conv by ``criterion``.
+
+    Layers whose outputs are model outputs (classifier, prediction convs) are found by
+    tracing and never masked; ``ignored_layers`` adds more. ``ratio_dict`` overrides
+    the ratio per module name. The model is not modified.
+    """
+    ratio = check_ratio(ratio)
+    score = get_criterion(criterion)
+    per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}
+    ignored = _resolve_ignored(model, ignored_layers)
+    probe = probe_model(model, example_inputs, forward_fn)
+    graph = build_graph(model, example_inputs, forward_fn)
+    names = module_names(model)
+    traced = {names[m] for m in graph.module2node if isinstance(m, nn.Module) and m in names}
+
+    masks = ChannelMasks(meta={"criterion": criterion if isinstance(criterion, str) else getattr(
+        criterion, "__name__", "custom"), "ratio": ratio})
+    for name, module in model.named_modules():
+        if not isinstance(module, layer_types) or name in ignored or name in probe.output_layers:
+            continue
+        if name not in traced:  # not used in the forward: nothing to gain, nothing to check
+            continue
+        layer_ratio = per_layer.get(name, ratio)
+        masks[name] = keep_mask_from_scores(score(module.weight), layer_ratio)
+        if name in probe.norm_after:
+            masks.norm_layers[name] = probe.norm_after[name]
+    _refuse_cross_channel_norms(model, graph, masks)
+    return masks
+
+
+def _refuse_cross_channel_norms(model: nn.Module, graph, masks: ChannelMasks) -> None:
+    """Channels coupled through GroupNorm/LayerNorm cannot be removed losslessly: say so."""
+    names = module_names(model)
+    modules = dict(model.named_modules())
+    offenders: dict[str, str] = {}
+    for name, keep in masks.items():
+        if bool(keep.all()):
+            continue
+        module = modules[name]
+        pruner = graph.get_pruner_of_module(module)
+        group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(keep.numel())))
+        for dep, _ in group:
+            target = dep.target.module
+            if isinstance(target, CROSS_CHANNEL_NORMS):
+                offenders[name] = names.get(target, type(target).__name__)
+    if offenders:
+        pairs = ", ".join(f"{c} -> {n}" for c, n in sorted(offenders.items()))
+        raise UnsupportedLayerError(
+            f"channels of {pairs} are coupled through GroupNorm/LayerNorm/InstanceNorm, whose statistics "
+            "span all channels, so removing even an all-zero channel changes the output. "
+            f"Add these layers to ignored_layers: {sorted(offenders)}"
+        )

@@ -1,0 +1,89 @@
+"""What a reconstruction did, as numbers: printable, JSON-able, never typed in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class GroupRecord:
+    """One set of coupled channels (a residual chain, a concat part, a plain conv)."""
+
+    root: str
+    members: list[str]
+    channels_before: int
+    channels_after: int
+    kept_by_producer: dict[str, int | None]  # None: producer without a mask (kept whole)
+    zero_channels_kept: int = 0  # channels every producer masked but kept (never-empty, round_to)
+    note: str = ""
+
+
+@dataclass
+class ReconstructionReport:
+    merge: str
+    dtype: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    verified: bool
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    tolerance: float | None = None
+    lossless: bool | None = None
+    worst_group: str | None = None
+    groups: list[GroupRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / max(self.params_before, 1)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / max(self.macs_before, 1)
+
+    @property
+    def zero_channels_kept(self) -> int:
+        return sum(g.zero_channels_kept for g in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(params_ratio=self.params_ratio, macs_ratio=self.macs_ratio,
+                    zero_channels_kept=self.zero_channels_kept, macs_unit="MACs (FLOPs in the paper = 2 x MACs)")
+        return data
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        return text
+
+    def __str__(self) -> str:
+        lines = [
+            f"Reconstruction ({self.merge}, {self.dtype})",
+            f"  params : {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%})",
+            f"  MACs   : {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.1%})",
+        ]
+        if self.verified:
+            verdict = "lossless" if self.lossless else "NOT lossless"
+            lines.append(f"  check  : max |dy| {self.max_abs_error:.3g}, max rel {self.max_rel_error:.3g} "
+                         f"(tolerance {self.tolerance:g}) -> {verdict}")
+        else:
+            lines.append("  check  : not verified")
+        if self.worst_group:
+            lines.append(f"  worst group: {self.worst_group}")
+        width = max([len(g.root) for g in self.groups] + [10])
+        lines.append(f"  {'group root':<{width}}  members  before  after  zero-kept  kept by each producer")
+        for g in self.groups:
+            producers = ", ".join(f"{k}:{'all' if v is None else v}" for k, v in g.kept_by_producer.items())
+            if len(producers) > 70:
+                producers = producers[:67] + "..."
+            lines.append(f"  {g.root:<{width}}  {len(g.members):>7}  {g.channels_before:>6}  "
+                         f"{g.channels_after:>5}  {g.zero_channels_kept:>9}  {producers}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Save a pruned model as weights + channel spec; load it by shrinking a fresh base model.
+
+The spec records, for every module that has channel attributes, those attributes, and
+for every parameter and buffer its shape. Loading replaces the base model's tensors
+by empty ones of the recorded shapes, sets the attributes, and loads the weights with
+``weights_only=True`` and strict keys, so a spec that does not fit is an error, never
+a silent partial load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import SpecMismatchError
+from .checks import check_state_dict_fits
+
+SPEC_FORMAT = "lrp-channel-spec/1"
+_CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
+                  "num_channels", "normalized_shape")
+
+
+def channel_spec(model: nn.Module) -> dict[str, Any]:
+    """Channel attributes per module and the shape of every parameter and buffer."""
+    modules = {}
+    for name, module in model.named_modules():
+        attrs = {a: _plain(getattr(module, a)) for a in _CHANNEL_ATTRS if hasattr(module, a)}
+        if attrs:
+            modules[name] = {"type": type(module).__name__, **attrs}
+    tensors = {k: list(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    return {"format": SPEC_FORMAT, "modules": modules, "tensors": tensors}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def save_pruned(model: nn.Module, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``path`` (weights + spec, loadable with weights_only=True) and ``path.spec.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = channel_spec(model)
+    payload = {"format": SPEC_FORMAT, "spec_json": json.dumps(spec), "state_dict": model.state_dict(),
+               **dict(extra or {})}
+    torch.save(payload, path)
+    path.with_name(path.name + ".spec.json").write_text(json.dumps(spec, indent=1))
+    return path
+
+
+def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(spec, state_dict) from a file written by ``save_pruned``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pruned model file {str(path)!r} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != SPEC_FORMAT:
+        raise SpecMismatchError(f"{str(path)!r} was not written by lrp.save_pruned (no {SPEC_FORMAT} spec)")
+    return json.loads(payload["spec_json"]), payload["state_dict"]
+
+
+def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool = False) -> nn.Module:
+    """Give ``model`` the channel counts of ``spec`` (weights left uninitialised)."""
+    _check_spec(model, spec)
+    model = model if inplace else copy.deepcopy(model)
+    modules = dict(model.named_modules())
+    for name, attrs in spec["modules"].items():
+        module = modules[name]
+        for attr, value in attrs.items():
+            if attr != "type" and hasattr(module, attr):
+                setattr(module, attr, tuple(value) if isinstance(value, list) else value)
+    for key, shape in spec["tensors"].items():
+        owner_name, _, leaf = key.rpartition(".")
+        owner = modules[owner_name]
+        current = getattr(owner, leaf)
+        if current is None or list(current.shape) == list(shape):
+            continue
+        fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
+        if isinstance(current, nn.Parameter):
+            setattr(owner, leaf, nn.Parameter(fresh, requires_grad=current.requires_grad))
+        else:
+            owner.register_buffer(leaf, fresh, persistent=leaf not in owner._non_persistent_buffers_set)
+    return model
+
+
+def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
+    if not isinstance(spec, Mapping) or spec.get("format") != SPEC_FORMAT:
+        raise SpecMismatchError(f"not an lrp channel spec (expected format {SPEC_FORMAT!r})")
+    modules = dict(model.named_modules())
+    own = model.state_dict()
+    problems = []
+    for name, attrs in spec["modules"].items():
+        module = modules.get(name)
+        if module is None:
+            problems.append(f"module {name!r} is not in the base model")
+        elif type(module).__name__ != attrs.get("type"):
+            problems.append(f"{name!r} is a {type(module).__name__} in the base model, {attrs.get('type')} in the spec")
+    missing = sorted(set(own) - set(spec["tensors"]))
+    extra = sorted(set(spec["tensors"]) - set(own))
+    if missing:
+        problems.append(f"base model tensors absent from the spec: {missing[:5]}")
+    if extra:
+        problems.append(f"spec tensors absent from the base model: {extra[:5]}")
+    for key, shape in spec["tensors"].items():
+        if key in own and (len(shape) != own[key].dim() or any(s > o for s, o in zip(shape, own[key].shape))):
+            problems.append(f"{key}: spec {shape} does not shrink base {list(own[key].shape)}")
+    if problems:
+        raise SpecMismatchError(
+            "the channel spec does not fit the base model: " + "; ".join(problems[:8])
+            + ". Build the base model exactly as the pruned one was built (same name, classes, stem)."
+        )
+
+
+def load_pruned(base_model: nn.Module, path: str | Path, *, inplace: bool = False) -> nn.Module:
+    """Shrink a fresh ``base_model`` to the saved spec and load the pruned weights (strict)."""
+    spec, state_dict = read_pruned(path)
+    model = shrink_to_spec(base_model, spec, inplace=inplace)
+    check_state_dict_fits(model, state_dict, source=str(path))
+    model.load_state_dict(state_dict, strict=True)
+    return model

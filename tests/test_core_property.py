@@ -1,0 +1,41 @@
+"""Property: union reconstruction of any conv-BN network is lossless and never empties a layer."""
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from toy_models import ToyNet
+
+import lrp_plugin as lrp
+from lrp_plugin.testing import randomize_batchnorm
+
+width = st.integers(min_value=1, max_value=12)
+block = st.one_of(
+    st.tuples(st.just("res"), width),
+    st.tuples(st.just("cat"), width, width),
+    st.tuples(st.just("dw"), width),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.lists(block, min_size=1, max_size=5), stem=width, seed=st.integers(0, 2**16),
+       keep_prob=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_prob, dtype):
+    torch.manual_seed(seed)
+    model = randomize_batchnorm(ToyNet(blocks, stem=stem), seed).to(dtype)
+    x = torch.randn(2, 3, 12, 12, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    masks = {
+        name: torch.rand(m.out_channels, generator=gen) < keep_prob  # may mask every channel
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and name != "dense"
+    }
+    lrp.apply_masks(model, masks, example_inputs=x)
+    result = lrp.reconstruct(model, x)
+    assert result.report.lossless, str(result.report)
+    for module in result.model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert module.out_channels >= 1 and module.in_channels >= 1
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.num_features >= 1
+    logits, dense = result.model(x)
+    assert logits.shape == (2, 5) and dense.shape == (2, 3, 12, 12)
