@@ -8,9 +8,18 @@ the timm, NNI, OpenMMLab and latency integrations import their libraries lazily.
 
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core_all
-from .errors import (InvalidArgumentError, InvalidRatioError, LosslessError, LRPError, MaskError,
-                     SpecMismatchError, TraceError, UnknownCriterionError, UnknownModelError,
-                     UnsupportedLayerError)
+from .errors import (
+                     InvalidArgumentError,
+                     InvalidRatioError,
+                     LosslessError,
+                     LRPError,
+                     MaskError,
+                     SpecMismatchError,
+                     TraceError,
+                     UnknownCriterionError,
+                     UnknownModelError,
+                     UnsupportedLayerError,
+)
 
 __version__ = "0.1.0"
 __all__ = [*_core_all, "InvalidArgumentError", "InvalidRatioError", "LRPError", "LosslessError", "MaskError",

@@ -6,11 +6,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _extras import require
 from toy_models import ToyNet
 
 import lrp_plugin as lrp
 from lrp_plugin.adapters import create_resnet
 from lrp_plugin.testing import randomize_batchnorm
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_timm():
+    require("timm")
+
 
 BLOCKS = [("res", 8), ("cat", 4, 6), ("dw", 12), ("res", 16)]
 
@@ -99,7 +106,8 @@ def _ddp_worker(rank, world, init_file, out_dir):
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     _train(ddp, 10, torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4), seed=rank)
     params = {k: v.detach() for k, v in model.named_parameters()}
-    torch.save({"holds": lrp.masks_hold(ddp), "state": model.state_dict(), "params": params}, os.path.join(out_dir, f"{rank}.pt"))
+    result = {"holds": lrp.masks_hold(ddp), "state": model.state_dict(), "params": params}
+    torch.save(result, os.path.join(out_dir, f"{rank}.pt"))
     dist.destroy_process_group()
 
 

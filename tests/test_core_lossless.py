@@ -2,10 +2,17 @@
 
 import pytest
 import torch
+from _extras import require
 
 import lrp_plugin as lrp
 from lrp_plugin.adapters import create_resnet
 from lrp_plugin.testing import randomize_batchnorm
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_timm():
+    require("timm")
+
 
 
 

@@ -1,8 +1,15 @@
 """The lossless-reconstruction core: torch and torch_pruning only."""
 
 from .criteria import CRITERIA, geometric_median_distance, get_criterion, l1_norm, l2_norm
-from .hold import (apply_masks, enforce_masks, get_masks, load_masked, masks_hold, remove_masks,
-                   save_masked)
+from .hold import (
+                   apply_masks,
+                   enforce_masks,
+                   get_masks,
+                   load_masked,
+                   masks_hold,
+                   remove_masks,
+                   save_masked,
+)
 from .masks import ChannelMasks, compute_masks, validate_masks
 from .metrics import count_macs_params, count_params, paper_flops
 from .reconstruct import ReconstructionResult, default_tolerance, reconstruct

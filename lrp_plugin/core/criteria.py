@@ -57,7 +57,7 @@ def get_criterion(criterion: str | Criterion) -> Criterion:
     key = _ALIASES.get(key, key)
     if key not in CRITERIA:
         raise UnknownCriterionError(
-            f"unknown criterion {criterion!r}: use one of {sorted(CRITERIA)} "
+            f"unknown criterion {criterion!r}: use one of 'l1', 'l2', 'gm' "
             "or pass a function mapping a weight tensor to one score per output filter"
         )
     return CRITERIA[key]

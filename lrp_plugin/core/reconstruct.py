@@ -35,6 +35,7 @@ from .hold import _masked_params, _unwrap, _zero, get_masks, held_mask_bn, remov
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
 from .report import GroupRecord, ReconstructionReport
+from .spec import ORIGINAL_SHAPES_ATTR, tensor_shapes
 
 MERGES = ("union", "intersection")
 _TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
@@ -111,11 +112,13 @@ def reconstruct(
     ref_outputs = _outputs(work, example_inputs, forward_fn) if verify else []
     macs_before, params_before = count_macs_params(work, example_inputs, forward_fn)
 
+    original_shapes = tensor_shapes(work)
     graph = build_graph(work, example_inputs, forward_fn)
     plans = _plan(graph, work, masks, probe.output_layers, merge, round_to)
     for plan in plans:  # every check passed: now change the model
         if plan.remove:
             plan.group.prune(idxs=plan.remove, record_history=False)
+    setattr(work, ORIGINAL_SHAPES_ATTR, original_shapes)  # lets load_pruned check the base model
 
     macs_after, params_after = count_macs_params(work, example_inputs, forward_fn)
     report = ReconstructionReport(

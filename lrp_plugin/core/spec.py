@@ -21,6 +21,7 @@ from ..errors import SpecMismatchError
 from .checks import check_state_dict_fits
 
 SPEC_FORMAT = "lrp-channel-spec/1"
+ORIGINAL_SHAPES_ATTR = "_lrp_original_shapes"  # set by reconstruct: tensor shapes before pruning
 _CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
                   "num_channels", "normalized_shape")
 
@@ -32,8 +33,13 @@ def channel_spec(model: nn.Module) -> dict[str, Any]:
         attrs = {a: _plain(getattr(module, a)) for a in _CHANNEL_ATTRS if hasattr(module, a)}
         if attrs:
             modules[name] = {"type": type(module).__name__, **attrs}
-    tensors = {k: list(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    return {"format": SPEC_FORMAT, "modules": modules, "tensors": tensors}
+    tensors = tensor_shapes(model)
+    return {"format": SPEC_FORMAT, "modules": modules, "tensors": tensors,
+            "original_tensors": getattr(model, ORIGINAL_SHAPES_ATTR, None)}
+
+
+def tensor_shapes(model: nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
 def _plain(value: Any) -> Any:
@@ -108,6 +114,10 @@ def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
     for key, shape in spec["tensors"].items():
         if key in own and (len(shape) != own[key].dim() or any(s > o for s, o in zip(shape, own[key].shape))):
             problems.append(f"{key}: spec {shape} does not shrink base {list(own[key].shape)}")
+    original = spec.get("original_tensors") or {}
+    for key, shape in original.items():  # the architecture the pruned model was cut from
+        if key in own and list(own[key].shape) != list(shape):
+            problems.append(f"{key}: base model has {list(own[key].shape)}, the pruned model was cut from {shape}")
     if problems:
         raise SpecMismatchError(
             "the channel spec does not fit the base model: " + "; ".join(problems[:8])
