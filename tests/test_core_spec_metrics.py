@@ -87,3 +87,17 @@ def test_paper_counting_convention(name, mflops, mparams):
     macs, params = lrp.count_macs_params(create_resnet(name, cifar_stem=True), torch.randn(1, 3, 32, 32))
     assert math.floor(lrp.paper_flops(macs) / 1e4) / 100 == mflops
     assert math.floor(params / 1e4) / 100 == mparams
+
+
+def test_timm_adapter_knows_its_models():
+    from lrp_plugin.adapters import TIMM_RESNET, find_adapter
+
+    cifar = create_resnet("resnet18", num_classes=10, cifar_stem=True)
+    assert find_adapter(cifar) is TIMM_RESNET and find_adapter(torch.nn.Conv2d(3, 3, 1)) is None
+    assert TIMM_RESNET.example_inputs(cifar, batch_size=2).shape == (2, 3, 32, 32)
+    assert TIMM_RESNET.example_inputs(create_resnet("resnet18")).shape == (1, 3, 224, 224)
+    masks = lrp.compute_masks(cifar, TIMM_RESNET.example_inputs(cifar), "l1", 0.5,
+                              ignored_layers=TIMM_RESNET.ignored_layers(cifar))
+    assert "fc" not in masks and cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
+    with pytest.raises(lrp.UnknownModelError, match="resnet18"):
+        create_resnet("vgg16")
