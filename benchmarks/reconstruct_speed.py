@@ -9,6 +9,7 @@ Prints a table and writes JSON (default benchmarks/results/reconstruct_speed.jso
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ from lrp_plugin.testing import randomize_batchnorm
 def _time(fn, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
+        gc.collect()  # the previous run's graphs and copies are freed outside the timed region
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -52,6 +54,7 @@ def main() -> None:
         x = torch.randn(1, 3, 224, 224)
         masks = lrp.compute_masks(model, x, "l1", 0.5)
         lrp.apply_masks(model, masks)
+        lrp.reconstruct(model, x, verify=True)  # warm-up: first calls pay one-off allocator/kernel set-up
         plain = _time(lambda: lrp.reconstruct(model, x, verify=False), args.repeat)
         verified = _time(lambda: lrp.reconstruct(model, x, verify=True), args.repeat)
         tp_alone = _time(lambda: _tp_prune(create_resnet(name), x), args.repeat)
