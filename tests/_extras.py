@@ -44,4 +44,4 @@ def require(module: str) -> ModuleType:
                f"install the extra: pip install -e '.[{extra}]' (or run `make setup`)")
         if in_ci():
             pytest.fail(f"CI=true and an optional extra is missing: {msg}", pytrace=False)
-        pytest.skip(msg)
+        pytest.skip(msg, allow_module_level=True)  # works in a test and at module level
