@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import LRPError
 
@@ -11,31 +12,82 @@ from .errors import LRPError
 def _demo(args: argparse.Namespace) -> int:
     from .demo import format_results, run_demo
 
-    def progress(message: str) -> None:
-        print(f"\r  {message:<60}", end="", file=sys.stderr, flush=True)
-
-    results = run_demo(model_name=args.model, ratio=args.ratio, criteria=tuple(args.criterion),
-                       epochs=args.epochs, finetune_epochs=args.finetune_epochs, seed=args.seed,
-                       out_dir=args.out, progress=None if args.quiet else progress)
-    print(file=sys.stderr)
+    results = run_demo(model_name=args.model, ratio=args.ratio, criteria=tuple(args.criterion), epochs=args.epochs,
+                       finetune_epochs=args.finetune_epochs, seed=args.seed, out_dir=args.out,
+                       progress=not args.quiet, latency_runs=args.latency_runs)
     print(format_results(results))
-    print(f"report: {args.out}/report.json")
+    print(f"report folder: {args.out} (report.json, summary.md, *.png)")
     return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .studies import run
+
+    common = dict(dataset=args.dataset, data_dir=args.data_dir, ratio=args.ratio, epochs=args.epochs,
+                  finetune_epochs=args.finetune_epochs, seed=args.seed, out=Path(args.out), limit=args.limit,
+                  progress=not args.quiet)
+    if args.study == "classify":
+        run.classify_study(model=args.model, criteria=args.criterion, **common)
+    elif args.study == "order":
+        run.order_comparison(model=args.model, criterion=args.criterion[0], **common)
+    else:
+        run.large_vs_small_comparison(large=args.large, small=args.small, criterion=args.criterion[0], **common)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    demo = sub.add_parser("demo", help="train, prune (L1/L2/GM), fine-tune and reconstruct on sklearn digits")
+    demo.add_argument("--model", default="resnet18", help="timm ResNet name (default resnet18)")
+    demo.add_argument("--ratio", type=float, default=0.5, help="fraction of channels masked per conv (default 0.5)")
+    demo.add_argument("--criterion", nargs="+", default=["l1", "l2", "gm"], help="l1, l2 and/or gm")
+    demo.add_argument("--epochs", type=int, default=8, help="training epochs of the original model")
+    demo.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs with masks held")
+    demo.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: skip latency)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
+
+
+def _add_studies(sub) -> None:
+    study = sub.add_parser("study", help="reproduce the paper's studies on your data (or the bundled digits)")
+    kinds = study.add_subparsers(dest="study", required=True)
+    for name, help_text in (("classify", "ResNet on CIFAR-10/digits: original, then L1/L2/GM with ablations"),
+                            ("order", "prune->fine-tune->reconstruct vs prune->reconstruct->fine-tune (Fig. 6)"),
+                            ("large-vs-small", "a pruned large ResNet against a small one trained as is")):
+        p = kinds.add_parser(name, help=help_text)
+        p.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+        p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (torchvision format, no download)")
+        p.add_argument("--ratio", type=float, default=0.5)
+        p.add_argument("--criterion", nargs="+", default=["l1", "l2", "gm"] if name == "classify" else ["l1"])
+        p.add_argument("--epochs", type=int, help="original training epochs (default: the paper's 200)")
+        p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the paper's 100)")
+        p.add_argument("--limit", type=int, help="use only the first N train and test images (quick runs)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=f"runs/study-{name}")
+        p.add_argument("--quiet", action="store_true")
+        if name == "large-vs-small":
+            p.add_argument("--large", default="resnet101")
+            p.add_argument("--small", default="resnet50")
+        else:
+            p.add_argument("--model", default="resnet50", help="resnet18/34/50/101")
+        p.set_defaults(func=_study)
+
+
+def _add_latency(sub) -> None:
+    try:
+        from .latency.cli import add_latency_parser
+    except ImportError:  # the latency package is part of lrp_plugin; only its runtimes are optional
+        return
+    add_latency_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrp", description="Lossless reconstruction for channel pruning.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train, prune (L1/L2/GM), fine-tune and reconstruct on sklearn digits")
-    demo.add_argument("--model", default="resnet18", help="timm ResNet name (default resnet18)")
-    demo.add_argument("--ratio", type=float, default=0.5, help="fraction of channels masked per conv")
-    demo.add_argument("--criterion", nargs="+", default=["l1", "l2", "gm"], help="l1, l2 and/or gm")
-    demo.add_argument("--epochs", type=int, default=8, help="training epochs of the original model")
-    demo.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs with masks held")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="runs/demo", help="report folder")
-    demo.add_argument("--quiet", action="store_true", help="no progress line")
-    demo.set_defaults(func=_demo)
+    _add_demo(sub)
+    _add_studies(sub)
+    _add_latency(sub)
     return parser
 
 

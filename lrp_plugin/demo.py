@@ -1,151 +1,130 @@
 """The main job: the whole method on a real dataset that ships with scikit-learn (digits).
 
-train a timm ResNet (CIFAR stem) -> for each criterion: mask conv + BN, fine-tune with the
-masks held, reconstruct -> compare the masked and the reconstructed model on every test
-image; plus the paper's two ablations (intersection, BN not masked).
+train a timm ResNet (CIFAR stem) -> for each criterion: mask conv + BN, fine-tune with the masks
+held, reconstruct, compare the masked and the reconstructed model on every test image; the
+paper's two ablations (intersection, BN not masked); CPU latency original vs pruned; a report
+folder with JSON, a Markdown summary and plots.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from . import core as lrp
-from .adapters import create_resnet
 from .core.criteria import check_ratio, get_criterion
 from .errors import InvalidArgumentError
+from .studies import report as rep
+from .studies.data import load_digits_split
+from .studies.pipeline import conv_channels, prune_finetune_reconstruct, train_original
+from .studies.recipes import CLASSIFICATION_FINETUNE, CLASSIFICATION_ORIGINAL
+from .studies.training import accuracy, predict
 
-
-@dataclass
-class DigitsData:
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-def load_digits_dataset(image_size: int = 32, seed: int = 0, test_fraction: float = 0.25) -> DigitsData:
-    """scikit-learn's bundled 8x8 digits (1,797 images), upscaled to RGB ``image_size`` and split."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError("the demo needs scikit-learn: pip install 'lrp_plugin[demo]'") from exc
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = ((images - 0.5) / 0.5).repeat(1, 3, 1, 1)
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    n_test = int(len(labels) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    return DigitsData(images[train], labels[train], images[test], labels[test])
-
-
-def train(model: nn.Module, data: DigitsData, epochs: int, lr: float, seed: int,
-          progress: Callable[[str], None] | None = None, batch_size: int = 64) -> None:
-    """SGD with momentum and weight decay (the paper's recipe, shortened); held masks stay zero."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    steps = epochs * ((len(data.train_y) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(data.train_y), generator=gen)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if progress:
-                progress(f"epoch {epoch + 1}/{epochs} batch {i // batch_size + 1} loss {loss.item():.3f}")
-    model.eval()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)])
+DIGITS_BATCH = 64  # 1,348 training images: smaller batches than CIFAR's 128 give enough steps
 
 
 def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[str, ...] = ("l1", "l2", "gm"),
              epochs: int = 8, finetune_epochs: int = 3, seed: int = 0, out_dir: str | Path = "runs/demo",
-             progress: Callable[[str], None] | None = None) -> dict:
-    """Run the pipeline and write ``out_dir/report.json``; returns the same numbers."""
+             progress: bool = True, latency_runs: int = 30) -> dict[str, Any]:
+    """Run the pipeline and write the report folder; returns every number it wrote."""
     ratio = check_ratio(ratio)
-    for c in criteria:
-        get_criterion(c)
-    if epochs < 1 or finetune_epochs < 0:
-        raise InvalidArgumentError("epochs must be >= 1 and finetune_epochs >= 0")
-    torch.manual_seed(seed)
-    data = load_digits_dataset(seed=seed)
-    model = create_resnet(model_name, num_classes=10, cifar_stem=True)
-    example = data.test_x[:2]
-    start = time.perf_counter()
-    train(model, data, epochs, lr=0.05, seed=seed, progress=progress)
-    base_acc = _accuracy(predict(model, data.test_x), data.test_y)
-    base_macs, base_params = lrp.count_macs_params(model, example)
-    results = {"model": model_name, "ratio": ratio, "dataset": "sklearn digits (upscaled to 32x32)",
-               "train_images": len(data.train_y), "test_images": len(data.test_y), "seed": seed,
-               "original": {"accuracy": base_acc, "params": base_params, "macs": base_macs}, "criteria": {}}
     for criterion in criteria:
-        results["criteria"][criterion] = _prune_finetune_reconstruct(
-            model, data, example, criterion, ratio, finetune_epochs, seed, progress)
+        get_criterion(criterion)
+    if epochs < 1 or finetune_epochs < 1:
+        raise InvalidArgumentError("epochs and finetune_epochs must be >= 1")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    data = load_digits_split(seed=seed)
+    original_recipe = replace(CLASSIFICATION_ORIGINAL.scaled(epochs), batch_size=DIGITS_BATCH)
+    finetune_recipe = replace(CLASSIFICATION_FINETUNE.scaled(finetune_epochs), batch_size=DIGITS_BATCH)
+    model = train_original(model_name, data, original_recipe, seed, progress)
+    example = data.test_x[:2]
+    macs, params = lrp.count_macs_params(model, example)
+    results: dict[str, Any] = {
+        "model": model_name, "ratio": ratio, "dataset": data.name, "train_images": len(data.train_y),
+        "test_images": len(data.test_y), "seed": seed,
+        "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},
+        "original": {"accuracy": accuracy(predict(model, data.test_x), data.test_y), "params": params,
+                     "macs": macs, "channels": conv_channels(model)},
+        "rows": [], "latency": None,
+    }
+    pruned_models = {}
+    for criterion in criteria:
+        rows, pruned = prune_finetune_reconstruct(model, data, criterion, ratio, finetune_recipe, seed,
+                                                  progress=progress)
+        results["rows"] += [r.to_dict() for r in rows]
+        pruned_models[f"{criterion} CR {ratio}"] = pruned
+    if latency_runs > 0:
+        results["latency"] = _latency(model, pruned_models, example[:1], latency_runs, progress)
     results["seconds"] = time.perf_counter() - start
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(results, indent=2))
+    write_report(Path(out_dir), results)
     return results
 
 
-def _prune_finetune_reconstruct(model, data, example, criterion, ratio, epochs, seed, progress) -> dict:
-    masks = lrp.compute_masks(model, example, criterion=criterion, ratio=ratio)
-    row = {}
-    for mask_bn in (True, False):  # False: the paper's Table 8 ablation
-        masked = copy.deepcopy(model)
-        lrp.apply_masks(masked, masks, mask_bn=mask_bn)
-        train(masked, data, epochs, lr=0.01, seed=seed, progress=progress)
-        masked_pred = predict(masked, data.test_x)
-        merges = ("union", "intersection") if mask_bn else ("union",)
-        for merge in merges:
-            result = lrp.reconstruct(masked, example, merge=merge, strict=False)
-            pred = predict(result.model, data.test_x)
-            key = "union" if mask_bn and merge == "union" else ("intersection" if mask_bn else "bn_not_masked")
-            row[key] = {
-                "masked_accuracy": _accuracy(masked_pred, data.test_y),
-                "reconstructed_accuracy": _accuracy(pred, data.test_y),
-                "identical_predictions": bool(torch.equal(pred, masked_pred)),
-                "changed_predictions": int((pred != masked_pred).sum()),
-                "max_rel_error": result.report.max_rel_error,
-                "params": result.report.params_after, "macs": result.report.macs_after,
-            }
-    return row
+def _latency(original, pruned_models, example, runs, progress) -> dict[str, Any]:
+    from .latency.measure import time_interleaved
+
+    models = {"original": original, **pruned_models}
+    return time_interleaved(models, example, runs=runs, warmup=5, threads=torch.get_num_threads(),
+                            progress=progress).to_dict()
 
 
-def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((pred == labels).float().mean())
+def write_report(out: Path, results: dict[str, Any]) -> None:
+    """report.json, summary.md and the plots, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rep.write_json(out / "report.json", results)
+    union = {f"{r['criterion']} (union)": r["channels"] for r in results["rows"] if r["variant"] == "union"}
+    rep.plot_channels(out / "channels_per_layer.png", results["original"]["channels"], union)
+    points = [{"label": "original", "macs": results["original"]["macs"],
+               "accuracy": results["original"]["accuracy"], "marker": "*"}]
+    markers = {"union": "o", "intersection": "x", "bn_not_masked": "^"}
+    points += [{"label": f"{r['criterion']} {r['variant']}", "macs": r["macs"],
+                "accuracy": r["reconstructed_accuracy"], "marker": markers[r["variant"]]} for r in results["rows"]]
+    rep.plot_accuracy_vs_macs(out / "accuracy_vs_macs.png", points)
+    if results["latency"]:
+        rows = [{"label": name, **stats} for name, stats in results["latency"]["models"].items()]
+        rep.plot_latency(out / "latency.png", rows)
+    (out / "summary.md").write_text(format_results(results, markdown=True))
 
 
-def format_results(results: dict) -> str:
-    """The paper's tables in small."""
+def format_results(results: dict[str, Any], markdown: bool = False) -> str:
+    """The paper's tables in small (plain text for the terminal, or Markdown)."""
     base = results["original"]
-    lines = [f"{results['model']} on {results['dataset']}, CR {results['ratio']}: "
-             f"original accuracy {base['accuracy']:.2%}, {base['params']:,} params, {base['macs']:,} MACs", "",
-             f"{'criterion':<9} {'variant':<14} {'masked acc':>10} {'rebuilt acc':>11} {'same preds':>10} "
-             f"{'params':>11} {'MACs':>13}"]
-    for criterion, rows in results["criteria"].items():
-        for variant, r in rows.items():
-            lines.append(f"{criterion:<9} {variant:<14} {r['masked_accuracy']:>10.2%} "
-                         f"{r['reconstructed_accuracy']:>11.2%} {str(r['identical_predictions']):>10} "
-                         f"{r['params']:>11,} {r['macs']:>13,}")
-    lines.append(f"\n{results['seconds']:.0f} s in all")
+    head = (f"{results['model']} on {results['dataset']} ({results['train_images']} train / "
+            f"{results['test_images']} test images), CR {results['ratio']}, seed {results['seed']}: original "
+            f"accuracy {base['accuracy']:.2%}, {base['params']:,} params, {base['macs']:,} MACs")
+    headers = ["criterion", "variant", "masked acc", "rebuilt acc", "same predictions", "changed", "max rel err",
+               "params", "MACs (ratio)"]
+    rows = [[r["criterion"], r["variant"], f"{r['masked_accuracy']:.2%}", f"{r['reconstructed_accuracy']:.2%}",
+             str(r["identical_predictions"]), r["changed_predictions"], f"{r['max_rel_error']:.1e}",
+             f"{r['params']:,}", f"{r['macs']:,} ({r['macs'] / base['macs']:.1%})"] for r in results["rows"]]
+    parts = [head, "", _table(headers, rows, markdown)]
+    latency = results.get("latency")
+    if latency:
+        lat_headers = ["model", "median ms", "p90 ms", "MACs ratio", "latency ratio (median, p10-p90)"]
+        macs_of = {f"{r['criterion']} CR {results['ratio']}": r["macs"] for r in results["rows"]
+                   if r["variant"] == "union"}
+        lat_rows = []
+        for name, stats in latency["models"].items():
+            ratio = latency["ratios"].get(name)
+            lat_rows.append([name, f"{stats['median_ms']:.2f}", f"{stats['p90_ms']:.2f}",
+                             f"{macs_of.get(name, base['macs']) / base['macs']:.1%}",
+                             "-" if ratio is None else
+                             f"{ratio['median']:.1%} ({ratio['p10']:.1%}-{ratio['p90']:.1%})"])
+        parts += ["", f"CPU latency, PyTorch eager, batch 1, {latency['threads']} threads, {latency['runs']} "
+                  "interleaved runs:", _table(lat_headers, lat_rows, markdown)]
+    parts += ["", f"{results['seconds']:.0f} s in all"]
+    return "\n".join(parts) + "\n"
+
+
+def _table(headers: list[str], rows: list[list[Any]], markdown: bool) -> str:
+    if markdown:
+        return rep.markdown_table(headers, rows)
+    widths = [max(len(str(x)) for x in [h] + [r[i] for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(f"{h:<{w}}" for h, w in zip(headers, widths))]
+    lines += ["  ".join(f"{str(c):<{w}}" for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)

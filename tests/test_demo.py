@@ -1,6 +1,7 @@
-"""The main job in a reduced setting: real data, real training, exact reconstruction."""
+"""The main job and the study tools in a reduced setting: real data, real training, exact reconstruction."""
 
 import json
+import struct
 
 import pytest
 from _extras import require
@@ -10,33 +11,79 @@ from lrp_plugin.cli import main
 
 @pytest.fixture(autouse=True, scope="module")
 def _needs_extras():
-    require("timm")
-    require("sklearn")
+    for module in ("timm", "sklearn", "matplotlib", "tqdm"):
+        require(module)
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and width > 100 and height > 100
 
 
 def test_demo_pipeline_reduced(tmp_path, capsys):
     code = main(["demo", "--epochs", "1", "--finetune-epochs", "1", "--criterion", "l1", "gm",
-                 "--out", str(tmp_path), "--quiet"])
+                 "--latency-runs", "3", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["test_images"] == 449 and report["train_images"] == 1348
+    rows = {(r["criterion"], r["variant"]): r for r in report["rows"]}
     for criterion in ("l1", "gm"):
-        rows = report["criteria"][criterion]
-        union = rows["union"]
-        assert union["identical_predictions"] and union["masked_accuracy"] == union["reconstructed_accuracy"]
-        assert union["max_rel_error"] < 1e-5 and union["params"] < report["original"]["params"]
+        union = rows[(criterion, "union")]
+        assert union["identical_predictions"] and union["changed_predictions"] == 0
+        assert union["masked_accuracy"] == union["reconstructed_accuracy"]
+        assert union["max_rel_error"] < 1e-5 and union["macs"] < report["original"]["macs"]
         # the paper's ablations lose what union keeps
-        assert rows["intersection"]["max_rel_error"] > 1e-3 and rows["intersection"]["changed_predictions"] > 0
-        assert rows["bn_not_masked"]["max_rel_error"] > 1e-3
+        assert rows[(criterion, "intersection")]["changed_predictions"] > 0
+        assert rows[(criterion, "intersection")]["max_rel_error"] > 1e-3
+        assert rows[(criterion, "bn_not_masked")]["max_rel_error"] > 1e-3
+    latency = report["latency"]
+    assert set(latency["models"]) == {"original", "l1 CR 0.5", "gm CR 0.5"}
+    for name in ("channels_per_layer.png", "accuracy_vs_macs.png", "latency.png"):
+        assert _is_png(tmp_path / name), name
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| l1 | union |" in summary and "bn_not_masked" in summary
     out = capsys.readouterr().out
-    assert "union" in out and "intersection" in out and "bn_not_masked" in out
+    assert "intersection" in out and "latency" in out
 
 
 @pytest.mark.parametrize("argv,message", [
     (["demo", "--ratio", "1.2"], "[0, 1)"),
     (["demo", "--model", "vgg16"], "unknown timm ResNet"),
     (["demo", "--criterion", "taylor"], "unknown criterion"),
+    (["study", "classify", "--dataset", "cifar10"], "--data-dir"),
+    (["study", "classify", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "cifar-10-batches-py"),
+    (["study", "order", "--model", "vgg16"], "unknown model"),
+    (["study", "large-vs-small", "--ratio", "-1"], "[0, 1)"),
 ])
-def test_demo_bad_input(argv, message, capsys, tmp_path):
-    assert main([*argv, "--out", str(tmp_path)]) == 2
+def test_bad_input(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+QUICK = ["--limit", "256", "--epochs", "1", "--finetune-epochs", "1", "--quiet"]
+
+
+def test_classify_study_reduced(tmp_path):
+    assert main(["study", "classify", "--model", "resnet18", "--criterion", "l2", *QUICK, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["recipes"]["finetune"]["lr"] == 0.01 and report["recipes"]["original"]["lr"] == 0.1
+    union = next(r for r in report["rows"] if r["variant"] == "union")
+    assert union["identical_predictions"] and _is_png(tmp_path / "channels_per_layer.png")
+
+
+def test_order_study_reduced(tmp_path):
+    assert main(["study", "order", "--model", "resnet18", *QUICK, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "report.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["finetune_then_reconstruct", "reconstruct_then_finetune"]
+    assert rows[0]["identical_predictions"] and rows[0]["macs"] == rows[1]["macs"]
+
+
+def test_large_vs_small_study_reduced(tmp_path):
+    argv = ["study", "large-vs-small", "--large", "resnet34", "--small", "resnet18", "--ratio", "0.5", *QUICK]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    models = json.loads((tmp_path / "report.json").read_text())["models"]
+    assert set(models) == {"resnet34", "resnet18", "resnet34 pruned l1 CR 0.5"}
+    assert models["resnet34 pruned l1 CR 0.5"]["macs"] < models["resnet34"]["macs"]
+    assert _is_png(tmp_path / "accuracy_vs_macs.png")

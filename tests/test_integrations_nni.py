@@ -16,7 +16,6 @@ from nni.compression import TorchEvaluator  # noqa: E402
 from nni.compression.pruning import L1NormPruner as NNIL1NormPruner  # noqa: E402
 from schema import SchemaError  # noqa: E402
 
-from lrp_plugin.demo import load_digits_dataset  # noqa: E402
 from lrp_plugin.integrations.nni import (  # noqa: E402
     CONFIG_DIR,
     FPGMPruner,
@@ -26,11 +25,12 @@ from lrp_plugin.integrations.nni import (  # noqa: E402
     UnsupportedConfigError,
     load_config_list,
 )
+from lrp_plugin.studies.data import load_digits_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_digits_dataset()
+    return load_digits_split()
 
 
 def _model(seed=0):

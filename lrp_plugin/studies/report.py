@@ -1,0 +1,82 @@
+"""Report folders: every number as JSON, a Markdown summary, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
+def plot_channels(path: Path, original: dict[str, int], pruned: dict[str, dict[str, int]]) -> Path:
+    """Output channels of every conv: original against each pruned model."""
+    plt = _pyplot()
+    names = list(original)
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.22), 4))
+    ax.bar(range(len(names)), [original[n] for n in names], color="#cccccc", label="original")
+    for label, channels in pruned.items():
+        ax.plot(range(len(names)), [channels.get(n, 0) for n in names], marker="o", markersize=3, label=label)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel("output channels")
+    ax.set_title("Channels per conv layer, before and after reconstruction")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_macs(path: Path, points: list[dict[str, Any]]) -> Path:
+    """Accuracy against MACs, one marker per (criterion, variant); ``points`` carry label/macs/accuracy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for p in points:
+        ax.scatter(p["macs"] / 1e6, p["accuracy"] * 100, s=45, marker=p.get("marker", "o"), label=p["label"])
+    ax.set_xlabel("MACs (millions; the paper's FLOPs = 2 x MACs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against MACs per criterion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Median latency with p10-p90 whiskers; ``rows`` carry label/median_ms/p10_ms/p90_ms."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels = [r["label"] for r in rows]
+    medians = [r["median_ms"] for r in rows]
+    lower = [r["median_ms"] - r["p10_ms"] for r in rows]
+    upper = [r["p90_ms"] - r["median_ms"] for r in rows]
+    ax.bar(labels, medians, yerr=[lower, upper], capsize=4, color=["#888888"] + ["#3a7bd5"] * (len(rows) - 1))
+    ax.set_ylabel("latency per batch (ms), median with p10-p90")
+    ax.set_title("CPU latency, original against pruned (interleaved runs)")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
