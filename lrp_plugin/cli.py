@@ -75,10 +75,8 @@ def _add_studies(sub) -> None:
 
 
 def _add_latency(sub) -> None:
-    try:
-        from .latency.cli import add_latency_parser
-    except ImportError:  # the latency package is part of lrp_plugin; only its runtimes are optional
-        return
+    from .latency.cli import add_latency_parser  # imports no runtime: onnxruntime etc. load when used
+
     add_latency_parser(sub)
 
 

@@ -48,6 +48,9 @@ stamp_value() {
 
 [[ -f "$CONSTRAINTS" ]] || die "missing $CONSTRAINTS"
 
+# System packages (OpenSSH's server for the remote latency tests); a no-op when present.
+bash "$ROOT/tools/install_system_deps.sh"
+
 # --- 0. nothing to do? ----------------------------------------------------------------------
 if [[ -x "$PY" && -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
     log "environment in .venv is up to date (delete $STAMP to force a re-run)"
