@@ -137,3 +137,35 @@ def test_masks_hold_on_timm_resnet_training():
         opt.step()
     assert lrp.masks_hold(model)
     assert lrp.reconstruct(model, x).report.lossless
+
+
+class _FrozenStem(torch.nn.Sequential):
+    """Re-freezes its first conv + BN whenever its mode changes, as mmdet/mmseg frozen_stages do."""
+
+    def train(self, mode=True):
+        super().train(mode)
+        for p in [*self[0].parameters(), *self[1].parameters()]:
+            p.requires_grad_(False)
+        return self
+
+
+def test_frozen_stages_are_masked_held_and_reconstructed():
+    nn = torch.nn
+    model = randomize_batchnorm(_FrozenStem(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                                            nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)))
+    model.train()
+    x = torch.randn(2, 3, 16, 16)
+    masks = lrp.compute_masks(model, x, "l1", 0.5)
+    assert sorted(masks) == ["0", "3"]  # the frozen conv is traced and masked too
+    lrp.apply_masks(model, masks)
+    assert not model[0].weight.requires_grad  # freezing left as it was
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        loss = model(torch.randn(2, 3, 16, 16)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert lrp.masks_hold(model)
+    result = lrp.reconstruct(model, x)
+    assert result.report.lossless and result.model[0].out_channels == 4
+    assert not result.model[0].weight.requires_grad and result.model[3].weight.requires_grad

@@ -77,9 +77,21 @@ def _trace_error(exc: Exception) -> TraceError:
     )
 
 
+@contextlib.contextmanager
+def _eval_is_a_no_op(model: nn.Module) -> Iterator[None]:
+    """Torch-Pruning calls ``model.eval()`` while tracing; models whose ``train()`` re-freezes
+    stages (mmdet Darknet, mmseg ResNet ``frozen_stages``) would then lose their grad_fns and
+    vanish from the graph. We are already in eval mode, so the call may do nothing."""
+    model.eval = lambda: model
+    try:
+        yield
+    finally:
+        del model.__dict__["eval"]
+
+
 def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model``; raises TraceError if it cannot run."""
-    with preserved_state(model), warnings.catch_warnings():
+    with preserved_state(model), _eval_is_a_no_op(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return tp.DependencyGraph().build_dependency(

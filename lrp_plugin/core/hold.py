@@ -116,7 +116,8 @@ def apply_masks(
     state = HeldMasks(masks, mask_bn)
     if hold:
         for param, keep in pairs:
-            state.handles.append(param.register_hook(_grad_hook(keep)))
+            if param.requires_grad:  # frozen parameters never get gradients; zeroing them is enough
+                state.handles.append(param.register_hook(_grad_hook(keep)))
         state.handles.append(target.register_load_state_dict_post_hook(lambda module, _keys: enforce_masks(module)))
     setattr(target, _STATE_ATTR, state)
     return masks

@@ -113,12 +113,15 @@ def reconstruct(
     macs_before, params_before = count_macs_params(work, example_inputs, forward_fn)
 
     original_shapes = tensor_shapes(work)
+    frozen = {n for n, p in work.named_parameters() if not p.requires_grad}
     graph = build_graph(work, example_inputs, forward_fn)
     plans = _plan(graph, work, masks, probe.output_layers, merge, round_to)
     for plan in plans:  # every check passed: now change the model
         if plan.remove:
             plan.group.prune(idxs=plan.remove, record_history=False)
     setattr(work, ORIGINAL_SHAPES_ATTR, original_shapes)  # lets load_pruned check the base model
+    for name, param in work.named_parameters():  # pruning makes new Parameters: keep frozen stages frozen
+        param.requires_grad_(name not in frozen)
 
     macs_after, params_after = count_macs_params(work, example_inputs, forward_fn)
     report = ReconstructionReport(

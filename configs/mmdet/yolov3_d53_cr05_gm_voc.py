@@ -1,0 +1,6 @@
+# YOLOv3-D53, VOC 07+12: mask 50% of every conv's filters by GM (paper CR 0.5), fine-tune
+# with the masks held (paper schedule, see the base), then rebuild losslessly: the pruned
+# checkpoint is written to work_dir/pruned.pth, with work_dir/pruned.py for tools/test.py.
+_base_ = './yolov3_d53_voc0712_finetune.py'
+
+custom_hooks = [dict(type='LosslessPruningHook', criterion='gm', ratio=0.5, input_size=416)]
