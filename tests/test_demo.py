@@ -87,3 +87,28 @@ def test_large_vs_small_study_reduced(tmp_path):
     assert set(models) == {"resnet34", "resnet18", "resnet34 pruned l1 CR 0.5"}
     assert models["resnet34 pruned l1 CR 0.5"]["macs"] < models["resnet34"]["macs"]
     assert _is_png(tmp_path / "accuracy_vs_macs.png")
+
+
+def _write_tiny_cifar(root, per_batch=16):
+    """A CIFAR-10 folder in torchvision's format (python pickles), with random images."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_classify_study_reads_a_local_cifar10_folder(tmp_path):
+    _write_tiny_cifar(tmp_path / "data")
+    argv = ["study", "classify", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "resnet18",
+            "--criterion", "l1", "--epochs", "1", "--finetune-epochs", "1", "--quiet", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dataset"] == "CIFAR-10" and report["recipes"]["original"]["batch_size"] == 128
+    assert next(r for r in report["rows"] if r["variant"] == "union")["identical_predictions"]

@@ -51,26 +51,39 @@ def load_digits_split(image_size: int = 32, seed: int = 0, test_fraction: float 
                       labels[test], num_classes=10)
 
 
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def _read_cifar_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, 32, 32) uint8 and labels from CIFAR-10's python batch files.
+
+    These files are pickles (the dataset's own format, as torchvision reads it): only open
+    CIFAR-10 folders you trust."""
+    import pickle
+
+    images, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        images.append(torch.as_tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(batch[b"labels"], dtype=torch.long))
+    return torch.cat(images), torch.cat(labels)
+
+
 def load_cifar10_split(root: str | Path) -> ImageSplit:
     """CIFAR-10 from a local folder in torchvision's format (``cifar-10-batches-py``); never downloads."""
-    root = Path(root)
-    if not (root / "cifar-10-batches-py").is_dir():
+    folder = Path(root) / "cifar-10-batches-py"
+    missing = [n for n in (*CIFAR_TRAIN_FILES, "test_batch") if not (folder / n).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"no CIFAR-10 in {str(root)!r}: expected {str(root / 'cifar-10-batches-py')!r} (torchvision's format, "
+            f"no CIFAR-10 in {str(root)!r}: expected {str(folder)!r} with {', '.join(missing)} (torchvision's format, "
             "the extracted cifar-10-python.tar.gz); point --data-dir at its parent folder")
-    from torchvision.datasets import CIFAR10
-
     mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-
-    def tensors(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        dataset = CIFAR10(str(root), train=train, download=False)
-        x = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float() / 255.0
-        return (x - mean) / std, torch.tensor(dataset.targets, dtype=torch.long)
-
-    train_x, train_y = tensors(True)
-    test_x, test_y = tensors(False)
-    return ImageSplit("CIFAR-10", train_x, train_y, test_x, test_y, num_classes=10, augment=True)
+    train_x, train_y = _read_cifar_batches(folder, CIFAR_TRAIN_FILES)
+    test_x, test_y = _read_cifar_batches(folder, ("test_batch",))
+    return ImageSplit("CIFAR-10", (train_x.float() / 255 - mean) / std, train_y, (test_x.float() / 255 - mean) / std,
+                      test_y, num_classes=10, augment=True)
 
 
 def load_split(dataset: str, data_dir: str | Path | None = None, seed: int = 0) -> ImageSplit:
