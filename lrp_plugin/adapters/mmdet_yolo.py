@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UnknownModelError
+from ..errors import InvalidArgumentError, UnknownModelError
 from .base import Adapter, register_adapter
+from .openmmlab import revert_sync_batchnorm
 
 YOLOV3_D53_CONFIG = "yolo/yolov3_d53_8xb8-ms-416-273e_coco.py"
 
@@ -89,7 +90,7 @@ def forward_tensors(model: nn.Module, inputs: torch.Tensor) -> Any:
 def example_inputs(model: nn.Module, batch_size: int = 1, image_size: int = 416) -> torch.Tensor:
     """A random batch; ``image_size`` must be a multiple of 32 (Darknet's output stride)."""
     if image_size % 32:
-        raise ValueError(f"YOLOv3 needs an input size divisible by 32, got {image_size}: use e.g. 416 or 128")
+        raise InvalidArgumentError(f"YOLOv3 needs an input size divisible by 32, got {image_size}: use e.g. 416 or 128")
     return torch.randn(batch_size, 3, image_size, image_size)
 
 
@@ -98,18 +99,11 @@ def ignored_layers(model: nn.Module) -> list[str]:
     return [f"bbox_head.convs_pred.{i}" for i in range(len(model.bbox_head.convs_pred))]
 
 
-def prepare(model: nn.Module) -> nn.Module:
-    """SyncBN -> BN (mmengine's ``_BatchNormXd``), so a single process can trace the model."""
-    from mmengine.model import revert_sync_batchnorm
-
-    return revert_sync_batchnorm(model)
-
-
 MMDET_YOLOV3 = register_adapter(Adapter(
     name="mmdet-yolov3",
     matches=is_mmdet_yolov3,
     example_inputs=example_inputs,
     ignored_layers=ignored_layers,
     forward_fn=forward_tensors,
-    prepare=prepare,
+    prepare=revert_sync_batchnorm,
 ))

@@ -17,6 +17,7 @@ from torch import nn
 
 from .base import Adapter, register_adapter
 from .mmdet_yolo import _plain_copy, stock_config_path
+from .openmmlab import revert_sync_batchnorm
 
 FCN_R101_CONFIG = "fcn/fcn_r101-d8_4xb4-40k_voc12aug-512x512.py"
 FCN_R50_CONFIG = "fcn/fcn_r50-d8_4xb4-40k_voc12aug-512x512.py"
@@ -59,7 +60,7 @@ def build_fcn(config: str | Path | Any = FCN_R101_CONFIG, num_classes: int | Non
     with DefaultScope.overwrite_default_scope("mmseg"):
         model = models.build(model_cfg)
     if sync_bn_to_bn:
-        model = prepare(model)
+        model = revert_sync_batchnorm(model)
     return model.eval()
 
 
@@ -99,18 +100,11 @@ def ignored_layers(model: nn.Module) -> list[str]:
     return names
 
 
-def prepare(model: nn.Module) -> nn.Module:
-    """SyncBN -> mmengine's ``_BatchNormXd``, so one process on a CPU can trace the model."""
-    from mmengine.model import revert_sync_batchnorm
-
-    return revert_sync_batchnorm(model)
-
-
 MMSEG_ENCODER_DECODER = register_adapter(Adapter(
     name="mmseg-encoder-decoder",
     matches=is_mmseg_encoder_decoder,
     example_inputs=example_inputs,
     ignored_layers=ignored_layers,
     forward_fn=forward_tensors,
-    prepare=prepare,
+    prepare=revert_sync_batchnorm,
 ))
