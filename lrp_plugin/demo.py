@@ -9,22 +9,16 @@ folder with JSON, a Markdown summary and plots.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import core as lrp
 from .core.criteria import check_ratio, get_criterion
 from .errors import InvalidArgumentError
 from .studies import report as rep
 from .studies.data import load_digits_split
-from .studies.pipeline import conv_channels, prune_finetune_reconstruct, train_original
-from .studies.recipes import CLASSIFICATION_FINETUNE, CLASSIFICATION_ORIGINAL
-from .studies.training import accuracy, predict
-
-DIGITS_BATCH = 64  # 1,348 training images: smaller batches than CIFAR's 128 give enough steps
+from .studies.run import classification_results
 
 
 def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[str, ...] = ("l1", "l2", "gm"),
@@ -39,36 +33,17 @@ def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[s
     start = time.perf_counter()
     torch.manual_seed(seed)
     data = load_digits_split(seed=seed)
-    original_recipe = replace(CLASSIFICATION_ORIGINAL.scaled(epochs), batch_size=DIGITS_BATCH)
-    finetune_recipe = replace(CLASSIFICATION_FINETUNE.scaled(finetune_epochs), batch_size=DIGITS_BATCH)
-    model = train_original(model_name, data, original_recipe, seed, progress)
-    example = data.test_x[:2]
-    macs, params = lrp.count_macs_params(model, example)
-    results: dict[str, Any] = {
-        "model": model_name, "ratio": ratio, "dataset": data.name, "train_images": len(data.train_y),
-        "test_images": len(data.test_y), "seed": seed,
-        "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},
-        "original": {"accuracy": accuracy(predict(model, data.test_x), data.test_y), "params": params,
-                     "macs": macs, "channels": conv_channels(model)},
-        "rows": [], "latency": None,
-    }
-    pruned_models = {}
-    for criterion in criteria:
-        rows, pruned = prune_finetune_reconstruct(model, data, criterion, ratio, finetune_recipe, seed,
-                                                  progress=progress)
-        results["rows"] += [r.to_dict() for r in rows]
-        pruned_models[f"{criterion} CR {ratio}"] = pruned
-    if latency_runs > 0:
-        results["latency"] = _latency(model, pruned_models, example[:1], latency_runs, progress)
+    results, models = classification_results(model_name, data, ratio, criteria, epochs, finetune_epochs, seed,
+                                              progress)
+    results["latency"] = _latency(models, data.test_x[:1], latency_runs, progress) if latency_runs > 0 else None
     results["seconds"] = time.perf_counter() - start
     write_report(Path(out_dir), results)
     return results
 
 
-def _latency(original, pruned_models, example, runs, progress) -> dict[str, Any]:
+def _latency(models, example, runs, progress) -> dict[str, Any]:
     from .latency.measure import time_interleaved
 
-    models = {"original": original, **pruned_models}
     return time_interleaved(models, example, runs=runs, warmup=5, threads=torch.get_num_threads(),
                             progress=progress).to_dict()
 
@@ -86,9 +61,18 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
                 "accuracy": r["reconstructed_accuracy"], "marker": markers[r["variant"]]} for r in results["rows"]]
     rep.plot_accuracy_vs_macs(out / "accuracy_vs_macs.png", points)
     if results["latency"]:
-        rows = [{"label": name, **stats} for name, stats in results["latency"]["models"].items()]
-        rep.plot_latency(out / "latency.png", rows)
+        from .latency.report import plot_png
+
+        plot_png(out / "latency.png", {"backends": {results["latency"]["backend"]: results["latency"]},
+                                       "models": {name: {"macs_ratio": ratio}
+                                                  for name, ratio in _macs_ratios(results).items()}})
     (out / "summary.md").write_text(format_results(results, markdown=True))
+
+
+def _macs_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """MACs of each union-reconstructed model over the original's, keyed like the latency models."""
+    return {f"{r['criterion']} CR {results['ratio']}": r["macs"] / results["original"]["macs"]
+            for r in results["rows"] if r["variant"] == "union"}
 
 
 def format_results(results: dict[str, Any], markdown: bool = False) -> str:
@@ -106,13 +90,12 @@ def format_results(results: dict[str, Any], markdown: bool = False) -> str:
     latency = results.get("latency")
     if latency:
         lat_headers = ["model", "median ms", "p90 ms", "MACs ratio", "latency ratio (median, p10-p90)"]
-        macs_of = {f"{r['criterion']} CR {results['ratio']}": r["macs"] for r in results["rows"]
-                   if r["variant"] == "union"}
+        macs_ratio = _macs_ratios(results)
         lat_rows = []
         for name, stats in latency["models"].items():
             ratio = latency["ratios"].get(name)
             lat_rows.append([name, f"{stats['median_ms']:.2f}", f"{stats['p90_ms']:.2f}",
-                             f"{macs_of.get(name, base['macs']) / base['macs']:.1%}",
+                             f"{macs_ratio.get(name, 1.0):.1%}",
                              "-" if ratio is None else
                              f"{ratio['median']:.1%} ({ratio['p10']:.1%}-{ratio['p90']:.1%})"])
         parts += ["", f"CPU latency, PyTorch eager, batch 1, {latency['threads']} threads, {latency['runs']} "

@@ -281,7 +281,8 @@ def test_fcn_pruned_checkpoint_loads_strictly_into_stock_syncbn_config(tmp_path)
     from mmengine.runner.checkpoint import load_checkpoint
 
     from lrp_plugin.adapters.base import find_adapter
-    from lrp_plugin.adapters.mmseg_fcn import FCN_R50_CONFIG, build_fcn, stock_config_path
+    from lrp_plugin.adapters.mmseg_fcn import FCN_R50_CONFIG, build_fcn
+    from lrp_plugin.adapters.openmmlab import stock_config_path
     from lrp_plugin.integrations.mmengine_hook import build_pruned_model, write_pruned_checkpoint
     from lrp_plugin.testing import randomize_batchnorm
 
@@ -315,8 +316,9 @@ def test_masks_hold_with_frozen_stages_and_norm_eval():
     from mmengine.config import Config
 
     from lrp_plugin.adapters.base import find_adapter
-    from lrp_plugin.adapters.mmdet_yolo import YOLOV3_D53_CONFIG, build_yolov3, stock_config_path
-    from lrp_plugin.integrations.mmengine_hook import compute_masks, hold_masks, reconstruct
+    from lrp_plugin.adapters.mmdet_yolo import YOLOV3_D53_CONFIG, build_yolov3
+    from lrp_plugin.adapters.openmmlab import stock_config_path
+    from lrp_plugin.integrations.mmengine_hook import compute_masks, reconstruct
 
     cfg = Config.fromfile(stock_config_path("mmdet", YOLOV3_D53_CONFIG))
     cfg.model.backbone.update(frozen_stages=1, norm_eval=True, init_cfg=None)
@@ -328,7 +330,7 @@ def test_masks_hold_with_frozen_stages_and_norm_eval():
     adapter = find_adapter(model)
     masks = compute_masks(model, adapter, x, criterion="l1", ratio=0.5)
     assert "backbone.conv1.conv" in masks  # frozen layers are pruned too (they are zeroed, not trained)
-    hold_masks(model, masks)
+    lrp.apply_masks(model, masks)
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
                           weight_decay=5e-4)

@@ -14,34 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError, UnknownModelError
+from ..errors import InvalidArgumentError
 from .base import Adapter, register_adapter
-from .openmmlab import revert_sync_batchnorm
+from .openmmlab import build_in_scope, model_config, revert_sync_batchnorm
 
 YOLOV3_D53_CONFIG = "yolo/yolov3_d53_8xb8-ms-416-273e_coco.py"
-
-
-def _mmdet():
-    try:
-        import mmdet  # noqa: F401
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    except ImportError as exc:  # optional extra
-        raise ImportError("mmdet is not installed: pip install 'lrp_plugin[mmdet]' (or run `make setup`)") from exc
-    register_all_modules(init_default_scope=False)
-    return MODELS
-
-
-def stock_config_path(package: str, relpath: str) -> Path:
-    """The config file shipped in an OpenMMLab wheel (``<pkg>/.mim/configs/<relpath>``)."""
-    import importlib
-
-    root = Path(importlib.import_module(package).__file__).parent / ".mim" / "configs"
-    path = root / relpath
-    if not path.is_file():
-        raise UnknownModelError(f"{package} does not ship the config {relpath!r} (looked in {root}); "
-                                f"pass a path to your own config instead")
-    return path
 
 
 def build_yolov3(config: str | Path | Any = YOLOV3_D53_CONFIG, num_classes: int | None = 20) -> nn.Module:
@@ -49,28 +26,10 @@ def build_yolov3(config: str | Path | Any = YOLOV3_D53_CONFIG, num_classes: int 
 
     ``num_classes=20`` gives the paper's VOC head; ``None`` keeps the config's classes.
     """
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    models = _mmdet()
-    if isinstance(config, (str, Path)):
-        path = Path(config)
-        cfg = Config.fromfile(path if path.is_file() else stock_config_path("mmdet", str(config)))
-        model_cfg = cfg.model
-    else:
-        model_cfg = config.model if hasattr(config, "model") else config
-    model_cfg = _plain_copy(model_cfg)
+    model_cfg = model_config("mmdet", config)
     if num_classes is not None:
         model_cfg["bbox_head"]["num_classes"] = num_classes
-    with DefaultScope.overwrite_default_scope("mmdet"):
-        model = models.build(model_cfg)
-    return model.eval()
-
-
-def _plain_copy(cfg: Any) -> dict:
-    from mmengine.config import ConfigDict
-
-    return ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
+    return build_in_scope("mmdet", model_cfg)
 
 
 def is_mmdet_yolov3(model: nn.Module) -> bool:

@@ -16,22 +16,10 @@ import torch
 from torch import nn
 
 from .base import Adapter, register_adapter
-from .mmdet_yolo import _plain_copy, stock_config_path
-from .openmmlab import revert_sync_batchnorm
+from .openmmlab import build_in_scope, model_config, revert_sync_batchnorm
 
 FCN_R101_CONFIG = "fcn/fcn_r101-d8_4xb4-40k_voc12aug-512x512.py"
 FCN_R50_CONFIG = "fcn/fcn_r50-d8_4xb4-40k_voc12aug-512x512.py"
-
-
-def _mmseg():
-    try:
-        import mmseg  # noqa: F401
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    except ImportError as exc:  # optional extra
-        raise ImportError("mmseg is not installed: pip install 'lrp_plugin[mmseg]' (or run `make setup`)") from exc
-    register_all_modules(init_default_scope=False)
-    return MODELS
 
 
 def build_fcn(config: str | Path | Any = FCN_R101_CONFIG, num_classes: int | None = None,
@@ -41,24 +29,13 @@ def build_fcn(config: str | Path | Any = FCN_R101_CONFIG, num_classes: int | Non
     Stock configs use SyncBN, which needs a process group to train; ``sync_bn_to_bn``
     reverts it to BN after building (what the adapter's ``prepare`` does too).
     """
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    models = _mmseg()
-    if isinstance(config, (str, Path)):
-        path = Path(config)
-        cfg = Config.fromfile(path if path.is_file() else stock_config_path("mmseg", str(config)))
-        model_cfg = cfg.model
-    else:
-        model_cfg = config.model if hasattr(config, "model") else config
-    model_cfg = _plain_copy(model_cfg)
+    model_cfg = model_config("mmseg", config)
     if num_classes is not None:
         for head in ("decode_head", "auxiliary_head"):
             heads = model_cfg.get(head)
             for h in (heads if isinstance(heads, list) else [heads] if heads else []):
                 h["num_classes"] = num_classes
-    with DefaultScope.overwrite_default_scope("mmseg"):
-        model = models.build(model_cfg)
+    model = build_in_scope("mmseg", model_cfg)
     if sync_bn_to_bn:
         model = revert_sync_batchnorm(model)
     return model.eval()

@@ -169,11 +169,3 @@ def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
 
 def module_names(model: nn.Module) -> dict[nn.Module, str]:
     return {m: n for n, m in model.named_modules()}
-
-
-def is_out_channel_dep(dg: tp.DependencyGraph, dep) -> bool:
-    return dg.is_out_channel_pruning_fn(dep.handler)
-
-
-def is_in_channel_dep(dg: tp.DependencyGraph, dep) -> bool:
-    return dg.is_in_channel_pruning_fn(dep.handler)

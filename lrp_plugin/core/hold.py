@@ -38,9 +38,16 @@ class HeldMasks:
     masks: ChannelMasks
     mask_bn: bool
     handles: list = field(default_factory=list, repr=False)
+    pairs: list | None = field(default=None, repr=False)  # (parameter, keep) of this model, found once
 
-    def __deepcopy__(self, memo):  # a copied model gets the masks but not our hook handles
+    def __deepcopy__(self, memo):  # a copy gets the masks, not our hooks or this model's parameters
         return HeldMasks(self.masks.copy(), self.mask_bn)
+
+    def params(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """The held (parameter, keep) pairs; looked up once, since training hooks ask every step."""
+        if self.pairs is None:
+            self.pairs = _masked_params(model, self.masks, self.mask_bn)
+        return self.pairs
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -74,9 +81,14 @@ def _zero(pairs) -> None:
             param[~keep.to(param.device)] = 0
 
 
-def _grad_hook(keep: torch.Tensor):
+def _grad_hook(param: torch.Tensor, keep: torch.Tensor):
+    # shaped and placed once: the hook runs on every backward
+    mask = keep.to(device=param.device, dtype=param.dtype).view(-1, *([1] * (param.dim() - 1)))
+
     def hook(grad: torch.Tensor) -> torch.Tensor:
-        mask = keep.to(device=grad.device, dtype=grad.dtype).view(-1, *([1] * (grad.dim() - 1)))
+        nonlocal mask
+        if mask.device != grad.device or mask.dtype != grad.dtype:  # the model moved after apply_masks
+            mask = mask.to(device=grad.device, dtype=grad.dtype)
         return grad * mask
 
     return hook
@@ -113,11 +125,11 @@ def apply_masks(
     remove_masks(target)
     pairs = _masked_params(target, masks, mask_bn)
     _zero(pairs)
-    state = HeldMasks(masks, mask_bn)
+    state = HeldMasks(masks, mask_bn, pairs=pairs)
     if hold:
         for param, keep in pairs:
             if param.requires_grad:  # frozen parameters never get gradients; zeroing them is enough
-                state.handles.append(param.register_hook(_grad_hook(keep)))
+                state.handles.append(param.register_hook(_grad_hook(param, keep)))
         state.handles.append(target.register_load_state_dict_post_hook(lambda module, _keys: enforce_masks(module)))
     setattr(target, _STATE_ATTR, state)
     return masks
@@ -139,7 +151,7 @@ def enforce_masks(model: nn.Module) -> None:
     target = _unwrap(model)
     state = getattr(target, _STATE_ATTR, None)
     if isinstance(state, HeldMasks):
-        _zero(_masked_params(target, state.masks, state.mask_bn))
+        _zero(state.params(target))
 
 
 def remove_masks(model: nn.Module) -> ChannelMasks | None:
@@ -160,7 +172,7 @@ def masks_hold(model: nn.Module, atol: float = 0.0) -> bool:
     state = getattr(target, _STATE_ATTR, None)
     if not isinstance(state, HeldMasks):
         return True
-    for param, keep in _masked_params(target, state.masks, state.mask_bn):
+    for param, keep in state.params(target):
         if param.detach()[~keep.to(param.device)].abs().max().item() > atol:
             return False
     return True

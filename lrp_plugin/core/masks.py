@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import MaskError, UnsupportedLayerError
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
-from .graph import CROSS_CHANNEL_NORMS, ForwardFn, build_graph, module_names, probe_model
+from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES, ForwardFn, build_graph, module_names, probe_model
 
 MASKS_FORMAT = "lrp-channel-masks/1"
 
@@ -218,18 +218,15 @@ def compute_masks(
 def _refuse_cross_channel_norms(model: nn.Module, graph, masks: ChannelMasks) -> None:
     """Channels coupled through GroupNorm/LayerNorm cannot be removed losslessly: say so."""
     names = module_names(model)
-    modules = dict(model.named_modules())
     offenders: dict[str, str] = {}
-    for name, keep in masks.items():
-        if bool(keep.all()):
+    for group in graph.get_all_groups(root_module_types=PRODUCER_TYPES):  # one pass over the coupled groups
+        norms = [dep.target.module for dep, _ in group if isinstance(dep.target.module, CROSS_CHANNEL_NORMS)]
+        if not norms:
             continue
-        module = modules[name]
-        pruner = graph.get_pruner_of_module(module)
-        group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(keep.numel())))
         for dep, _ in group:
-            target = dep.target.module
-            if isinstance(target, CROSS_CHANNEL_NORMS):
-                offenders[name] = names.get(target, type(target).__name__)
+            name = names.get(dep.target.module)
+            if name in masks and graph.is_out_channel_pruning_fn(dep.handler) and not bool(masks[name].all()):
+                offenders[name] = names.get(norms[0], type(norms[0]).__name__)
     if offenders:
         pairs = ", ".join(f"{c} -> {n}" for c, n in sorted(offenders.items()))
         raise UnsupportedLayerError(

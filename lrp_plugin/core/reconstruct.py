@@ -150,7 +150,7 @@ def _plan(graph: tp.DependencyGraph, model: nn.Module, masks: ChannelMasks, outp
     names = module_names(model)
     used = set()
     plans = []
-    for group in graph.get_all_groups(root_module_types=(tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)):
+    for group in graph.get_all_groups(root_module_types=PRODUCER_TYPES):
         channels = len(group[0].idxs)
         fixed = torch.zeros(channels, dtype=torch.bool)  # channels that must stay whatever the masks say
         votes: list[list[bool]] = [[] for _ in range(channels)]

@@ -112,11 +112,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def hold_masks(model: nn.Module, masks: lrp.ChannelMasks) -> lrp.ChannelMasks:
-    """``lrp.apply_masks``; frozen stages are zeroed like the rest (they never get gradients)."""
-    return lrp.apply_masks(model, masks)
-
-
 def compute_masks(model: nn.Module, adapter: Adapter, x: torch.Tensor, **kwargs: Any) -> lrp.ChannelMasks:
     """``lrp.compute_masks`` through the adapter's tensor-only forward (frozen stages included)."""
     return lrp.compute_masks(model, x, forward_fn=adapter.forward_fn, **kwargs)
@@ -202,7 +197,7 @@ class LosslessPruningHook(Hook):
                     traced, adapter, x, criterion=self.criterion, ratio=self.ratio,
                     ignored_layers=[*adapter.ignored_layers(model), *self.ignored_layers],
                     ratio_dict=self.ratio_dict)
-        hold_masks(model, self.masks)
+        lrp.apply_masks(model, self.masks)
         runner.logger.info(f"LosslessPruningHook: {len(self.masks)} convs masked ({self.criterion}, CR {self.ratio}), "
                            f"masks held during training")
         if self.order == "reconstruct_then_finetune":

@@ -16,6 +16,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str))
@@ -35,10 +42,7 @@ def plot_channels(path: Path, original: dict[str, int], pruned: dict[str, dict[s
     ax.set_ylabel("output channels")
     ax.set_title("Channels per conv layer, before and after reconstruction")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_accuracy_vs_macs(path: Path, points: list[dict[str, Any]]) -> Path:
@@ -52,28 +56,7 @@ def plot_accuracy_vs_macs(path: Path, points: list[dict[str, Any]]) -> Path:
     ax.set_title("Accuracy against MACs per criterion")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_latency(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Median latency with p10-p90 whiskers; ``rows`` carry label/median_ms/p10_ms/p90_ms."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    labels = [r["label"] for r in rows]
-    medians = [r["median_ms"] for r in rows]
-    lower = [r["median_ms"] - r["p10_ms"] for r in rows]
-    upper = [r["p90_ms"] - r["median_ms"] for r in rows]
-    ax.bar(labels, medians, yerr=[lower, upper], capsize=4, color=["#888888"] + ["#3a7bd5"] * (len(rows) - 1))
-    ax.set_ylabel("latency per batch (ms), median with p10-p90")
-    ax.set_title("CPU latency, original against pruned (interleaved runs)")
-    ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -44,6 +44,32 @@ def _data(dataset: str, data_dir: str | None, seed: int, limit: int | None) -> I
     return data.subset(limit, limit) if limit else data
 
 
+def classification_results(model: str, data: ImageSplit, ratio: float, criteria: list[str] | tuple[str, ...],
+                           epochs: int | None, finetune_epochs: int | None, seed: int, progress: bool = True
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``model``, then each criterion at ``ratio`` with the ablations.
+
+    Returns (every number, the models): ``"original"`` and one union-reconstructed model per criterion.
+    """
+    original_recipe, finetune_recipe = _recipes(data, epochs, finetune_epochs)
+    net = train_original(model, data, original_recipe, seed, progress)
+    macs, params = lrp.count_macs_params(net, data.test_x[:1])
+    result: dict[str, Any] = {
+        "model": model, "dataset": data.name, "ratio": ratio, "seed": seed, "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
+        "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},
+        "original": {"accuracy": accuracy(predict(net, data.test_x), data.test_y), "macs": macs, "params": params,
+                     "channels": conv_channels(net)},
+        "rows": []}
+    models = {"original": net}
+    for criterion in criteria:
+        rows, pruned = prune_finetune_reconstruct(net, data, criterion, ratio, finetune_recipe, seed,
+                                                  progress=progress)
+        result["rows"] += [r.to_dict() for r in rows]
+        models[f"{criterion} CR {ratio}"] = pruned
+    return result, models
+
+
 def classify_study(model: str, dataset: str, data_dir: str | None, ratio: float, criteria: list[str],
                    epochs: int | None, finetune_epochs: int | None, seed: int, out: Path, limit: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
@@ -51,19 +77,8 @@ def classify_study(model: str, dataset: str, data_dir: str | None, ratio: float,
     _check([model], ratio, criteria)
     start = time.perf_counter()
     data = _data(dataset, data_dir, seed, limit)
-    original_recipe, finetune_recipe = _recipes(data, epochs, finetune_epochs)
-    net = train_original(model, data, original_recipe, seed, progress)
-    macs, params = lrp.count_macs_params(net, data.test_x[:1])
-    result: dict[str, Any] = {
-        "study": "classify", "model": model, "dataset": data.name, "ratio": ratio, "seed": seed,
-        "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},
-        "original": {"accuracy": accuracy(predict(net, data.test_x), data.test_y), "macs": macs, "params": params,
-                     "channels": conv_channels(net)},
-        "rows": []}
-    for criterion in criteria:
-        rows, _ = prune_finetune_reconstruct(net, data, criterion, ratio, finetune_recipe, seed, progress=progress)
-        result["rows"] += [r.to_dict() for r in rows]
-    result["seconds"] = time.perf_counter() - start
+    result, _ = classification_results(model, data, ratio, criteria, epochs, finetune_epochs, seed, progress)
+    result = {"study": "classify", **result, "seconds": time.perf_counter() - start}
     _write(out, result, [[r["criterion"], r["variant"], f"{r['reconstructed_accuracy']:.2%}",
                           str(r["identical_predictions"]), f"{r['macs']:,}", f"{r['params']:,}"]
                          for r in result["rows"]],
