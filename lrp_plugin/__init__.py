@@ -9,19 +9,23 @@ the timm, NNI, OpenMMLab and latency integrations import their libraries lazily.
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core_all
 from .errors import (
+                     CallOrderError,
                      InvalidArgumentError,
                      InvalidRatioError,
                      LosslessError,
                      LRPError,
                      MaskError,
+                     MissingExtraError,
                      SpecMismatchError,
                      TraceError,
                      UnknownCriterionError,
                      UnknownModelError,
+                     UnsafeCheckpointError,
                      UnsupportedLayerError,
+                     UsageError,
 )
 
 __version__ = "0.1.0"
-__all__ = [*_core_all, "InvalidArgumentError", "InvalidRatioError", "LRPError", "LosslessError", "MaskError",
-           "SpecMismatchError", "TraceError", "UnknownCriterionError", "UnknownModelError",
-           "UnsupportedLayerError", "__version__"]
+__all__ = [*_core_all, "CallOrderError", "InvalidArgumentError", "InvalidRatioError", "LRPError", "LosslessError",
+           "MaskError", "MissingExtraError", "SpecMismatchError", "TraceError", "UnknownCriterionError",
+           "UnknownModelError", "UnsafeCheckpointError", "UnsupportedLayerError", "UsageError", "__version__"]

@@ -53,3 +53,19 @@ class UnknownModelError(LRPError, KeyError):
 
 class InvalidArgumentError(LRPError, ValueError):
     """An argument outside its allowed set (e.g. merge='xor')."""
+
+
+class MissingExtraError(LRPError, ImportError):
+    """An optional library (an extra of lrp_plugin) is not installed."""
+
+
+class UsageError(LRPError, ValueError):
+    """A command-line value outside its allowed range (``--runs 0``, ``--threads -1`` ...)."""
+
+
+class CallOrderError(LRPError, RuntimeError):
+    """A method called before the step it needs (e.g. ``report`` before ``speedup_model()``)."""
+
+
+class UnsafeCheckpointError(LRPError, ValueError):
+    """A file that holds pickled objects beyond plain tensors: it is never unpickled."""

@@ -1,13 +1,21 @@
-"""What the core needs to know about a model family, and nothing about training."""
+"""The adapter registry: what the core needs to know about a model family, and nothing about training.
+
+Adapters are registered by name (duplicate names are refused unless ``force=True``; the same
+declaration imported twice replaces itself). ``find_adapter`` imports the built-in adapter
+modules on demand, so callers never need import-order tricks; third-party adapters register
+with ``register_adapter`` (or are named in ``ADAPTER_LOCATIONS``-style ``locations``).
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from torch import nn
 
 from ..core.graph import ForwardFn
+from ..errors import InvalidArgumentError, UnknownModelError
 
 
 @dataclass
@@ -20,16 +28,80 @@ class Adapter:
     ignored_layers: Callable[[nn.Module], list[str]] = field(default=lambda model: [])
     forward_fn: ForwardFn | None = None
     prepare: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
+    module: str = ""  # the module that declared it (set by register_adapter)
 
 
-_REGISTRY: list[Adapter] = []
+# Modules that register the built-in adapters; each imports its optional library lazily.
+BUILTIN_LOCATIONS = (
+    "lrp_plugin.adapters.timm_resnet",
+    "lrp_plugin.adapters.mmdet_yolo",
+    "lrp_plugin.adapters.mmseg_fcn",
+)
 
 
-def register_adapter(adapter: Adapter) -> Adapter:
-    _REGISTRY.append(adapter)
-    return adapter
+class AdapterRegistry:
+    """Adapters by name, in registration order; built-in locations are imported on first lookup."""
+
+    def __init__(self, locations: Iterable[str] = ()):
+        self._adapters: dict[str, Adapter] = {}
+        self.locations = list(locations)
+        self._imported = False
+
+    def register(self, adapter: Adapter, *, force: bool = False, module: str | None = None) -> Adapter:
+        if not isinstance(adapter, Adapter):
+            raise InvalidArgumentError(f"register_adapter takes an Adapter, got {type(adapter).__name__}")
+        adapter.module = module or adapter.module
+        existing = self._adapters.get(adapter.name)
+        # a module imported twice (reload, or under two names) re-declares the same adapter
+        same_declaration = (existing is not None and bool(adapter.module)
+                            and existing.module.rsplit(".", 1)[-1] == adapter.module.rsplit(".", 1)[-1])
+        if existing is not None and not (force or same_declaration):
+            raise InvalidArgumentError(
+                f"an adapter named {adapter.name!r} is already registered (from {existing.module or 'unknown'}); "
+                "choose another name or pass force=True to replace it")
+        self._adapters[adapter.name] = adapter
+        return adapter
+
+    def _import_locations(self) -> None:
+        if self._imported:
+            return
+        self._imported = True
+        for location in self.locations:
+            importlib.import_module(location)
+
+    def names(self) -> list[str]:
+        self._import_locations()
+        return list(self._adapters)
+
+    def get(self, name: str) -> Adapter:
+        self._import_locations()
+        if name not in self._adapters:
+            raise UnknownModelError(f"no adapter named {name!r}: registered are {list(self._adapters)}")
+        return self._adapters[name]
+
+    def find(self, model: nn.Module) -> Adapter | None:
+        """The first registered adapter that recognises ``model`` (None for plain CNNs)."""
+        self._import_locations()
+        return next((a for a in self._adapters.values() if a.matches(model)), None)
+
+
+ADAPTERS = AdapterRegistry(BUILTIN_LOCATIONS)
+
+
+def register_adapter(adapter: Adapter, *, force: bool = False) -> Adapter:
+    """Register ``adapter`` under its name; the declaring module is recorded for duplicate checks."""
+    import inspect
+
+    caller = inspect.currentframe().f_back
+    module = caller.f_globals.get("__name__", "") if caller is not None else ""
+    return ADAPTERS.register(adapter, force=force, module=module)
 
 
 def find_adapter(model: nn.Module) -> Adapter | None:
-    """The first registered adapter that recognises ``model`` (None for plain CNNs)."""
-    return next((a for a in _REGISTRY if a.matches(model)), None)
+    """The adapter that recognises ``model``, importing the built-in ones on demand."""
+    return ADAPTERS.find(model)
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter registered as ``name`` (``'timm-resnet'``, ``'mmdet-yolov3'``, ...)."""
+    return ADAPTERS.get(name)

@@ -12,9 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UnknownModelError
-
-_EXTRA = {"mmdet": "mmdet", "mmseg": "mmseg"}
-
+from ..extras import require
 
 def stock_config_path(package: str, relpath: str) -> Path:
     """The config file shipped in an OpenMMLab wheel (``<pkg>/.mim/configs/<relpath>``)."""
@@ -40,12 +38,8 @@ def model_config(scope: str, config: str | Path | Any) -> Any:
 
 def build_in_scope(scope: str, model_cfg: Any) -> nn.Module:
     """Build ``model_cfg`` with ``scope``'s registry (randomly initialised, eval mode)."""
-    try:
-        registry = importlib.import_module(f"{scope}.registry")
-        utils = importlib.import_module(f"{scope}.utils")
-    except ImportError as exc:  # optional extra
-        raise ImportError(f"{scope} is not installed: pip install 'lrp_plugin[{_EXTRA[scope]}]' "
-                          "(or run `make setup`)") from exc
+    registry = require(f"{scope}.registry", scope)  # the extras are named after the packages
+    utils = require(f"{scope}.utils", scope)
     from mmengine.registry import DefaultScope
 
     utils.register_all_modules(init_default_scope=False)

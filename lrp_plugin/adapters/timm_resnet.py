@@ -10,17 +10,14 @@ import torch
 from torch import nn
 
 from ..errors import UnknownModelError
+from ..extras import require
 from .base import Adapter, register_adapter
 
 PAPER_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError as exc:  # optional extra
-        raise ImportError("timm is not installed: pip install 'lrp_plugin[timm]'") from exc
-    return timm
+    return require("timm", "timm")
 
 
 def create_resnet(name: str = "resnet50", num_classes: int = 1000, *, cifar_stem: bool = False,

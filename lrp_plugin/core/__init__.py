@@ -11,6 +11,7 @@ from .hold import (
                    save_masked,
 )
 from .masks import ChannelMasks, compute_masks, validate_masks
+from .modules import unwrap_model
 from .metrics import count_macs_params, count_params, paper_flops
 from .reconstruct import ReconstructionResult, default_tolerance, reconstruct
 from .report import GroupRecord, ReconstructionReport
@@ -21,5 +22,5 @@ __all__ = [
     "apply_masks", "channel_spec", "compute_masks", "count_macs_params", "count_params",
     "default_tolerance", "enforce_masks", "geometric_median_distance", "get_criterion", "get_masks",
     "l1_norm", "l2_norm", "load_masked", "load_pruned", "masks_hold", "paper_flops", "reconstruct",
-    "remove_masks", "save_masked", "save_pruned", "shrink_to_spec", "validate_masks",
+    "remove_masks", "save_masked", "save_pruned", "shrink_to_spec", "unwrap_model", "validate_masks",
 ]

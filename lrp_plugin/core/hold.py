@@ -26,6 +26,7 @@ from ..errors import MaskError
 from .checks import check_state_dict_fits
 from .graph import ForwardFn, probe_model
 from .masks import ChannelMasks, validate_masks
+from .modules import unwrap_model
 
 _STATE_ATTR = "_lrp_masks"
 MASKED_CHECKPOINT_KEY = "lrp_masks"
@@ -46,16 +47,11 @@ class HeldMasks:
     def params(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
         """The held (parameter, keep) pairs; looked up once, since training hooks ask every step."""
         if self.pairs is None:
-            self.pairs = _masked_params(model, self.masks, self.mask_bn)
+            self.pairs = masked_params(model, self.masks, self.mask_bn)
         return self.pairs
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """DDP / DataParallel wrappers hold the real model in ``.module``."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-
-
-def _masked_params(model: nn.Module, masks: ChannelMasks, mask_bn: bool) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def masked_params(model: nn.Module, masks: ChannelMasks, mask_bn: bool) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, keep-mask along dim 0) for every tensor to hold at zero."""
     modules = dict(model.named_modules())
     pairs = []
@@ -75,7 +71,7 @@ def _masked_params(model: nn.Module, masks: ChannelMasks, mask_bn: bool) -> list
     return pairs
 
 
-def _zero(pairs) -> None:
+def zero_masked(pairs) -> None:
     with torch.no_grad():
         for param, keep in pairs:
             param[~keep.to(param.device)] = 0
@@ -109,7 +105,7 @@ def apply_masks(
     The BN after each conv comes from the masks (``compute_masks`` records it) or, for
     masks made elsewhere, from tracing ``example_inputs``. Returns the validated masks.
     """
-    target = _unwrap(model)
+    target = unwrap_model(model)
     masks = validate_masks(target, masks).copy()
     if mask_bn:
         missing = [n for n in masks if n not in masks.norm_layers and not bool(masks[n].all())]
@@ -123,8 +119,8 @@ def apply_masks(
                 "(or use masks from lrp.compute_masks, which records it), or mask_bn=False"
             )
     remove_masks(target)
-    pairs = _masked_params(target, masks, mask_bn)
-    _zero(pairs)
+    pairs = masked_params(target, masks, mask_bn)
+    zero_masked(pairs)
     state = HeldMasks(masks, mask_bn, pairs=pairs)
     if hold:
         for param, keep in pairs:
@@ -137,26 +133,26 @@ def apply_masks(
 
 def get_masks(model: nn.Module) -> ChannelMasks | None:
     """The masks held on ``model`` (or a DDP wrapper of it), if any."""
-    state = getattr(_unwrap(model), _STATE_ATTR, None)
+    state = getattr(unwrap_model(model), _STATE_ATTR, None)
     return state.masks if isinstance(state, HeldMasks) else None
 
 
 def held_mask_bn(model: nn.Module) -> bool | None:
-    state = getattr(_unwrap(model), _STATE_ATTR, None)
+    state = getattr(unwrap_model(model), _STATE_ATTR, None)
     return state.mask_bn if isinstance(state, HeldMasks) else None
 
 
 def enforce_masks(model: nn.Module) -> None:
     """Re-zero every held masked entry (cheap; call after a step of an exotic optimizer)."""
-    target = _unwrap(model)
+    target = unwrap_model(model)
     state = getattr(target, _STATE_ATTR, None)
     if isinstance(state, HeldMasks):
-        _zero(state.params(target))
+        zero_masked(state.params(target))
 
 
 def remove_masks(model: nn.Module) -> ChannelMasks | None:
     """Stop holding masks (weights stay as they are); returns the masks that were held."""
-    target = _unwrap(model)
+    target = unwrap_model(model)
     state = getattr(target, _STATE_ATTR, None)
     if not isinstance(state, HeldMasks):
         return None
@@ -168,7 +164,7 @@ def remove_masks(model: nn.Module) -> ChannelMasks | None:
 
 def masks_hold(model: nn.Module, atol: float = 0.0) -> bool:
     """True if every held masked entry is (exactly, by default) zero."""
-    target = _unwrap(model)
+    target = unwrap_model(model)
     state = getattr(target, _STATE_ATTR, None)
     if not isinstance(state, HeldMasks):
         return True
@@ -180,7 +176,7 @@ def masks_hold(model: nn.Module, atol: float = 0.0) -> bool:
 
 def save_masked(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """Save the masked model's state_dict (unpruned layout) with its masks beside it."""
-    target = _unwrap(model)
+    target = unwrap_model(model)
     state = getattr(target, _STATE_ATTR, None)
     if not isinstance(state, HeldMasks):
         raise MaskError("the model holds no masks: call lrp.apply_masks first")
@@ -200,7 +196,7 @@ def load_masked(model: nn.Module, path: str | Path, *, hold: bool = True) -> Cha
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or MASKED_CHECKPOINT_KEY not in payload:
         raise MaskError(f"{str(path)!r} is not a masked checkpoint written by lrp.save_masked")
-    masks = validate_masks(_unwrap(model), ChannelMasks.from_state_dict(payload[MASKED_CHECKPOINT_KEY]))
-    check_state_dict_fits(_unwrap(model), payload["state_dict"], source=str(path))
-    _unwrap(model).load_state_dict(payload["state_dict"], strict=True)
+    masks = validate_masks(unwrap_model(model), ChannelMasks.from_state_dict(payload[MASKED_CHECKPOINT_KEY]))
+    check_state_dict_fits(unwrap_model(model), payload["state_dict"], source=str(path))
+    unwrap_model(model).load_state_dict(payload["state_dict"], strict=True)
     return apply_masks(model, masks, mask_bn=bool(payload.get("mask_bn", True)), hold=hold)

@@ -31,7 +31,8 @@ from .graph import (
     probe_model,
     run_forward,
 )
-from .hold import _masked_params, _unwrap, _zero, get_masks, held_mask_bn, remove_masks
+from .modules import unwrap_model
+from .hold import masked_params, zero_masked, get_masks, held_mask_bn, remove_masks
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
 from .report import GroupRecord, ReconstructionReport
@@ -89,7 +90,7 @@ def reconstruct(
         raise InvalidArgumentError(f"merge must be one of {MERGES}, got {merge!r}")
     if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
         raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
-    target = _unwrap(model)
+    target = unwrap_model(model)
     held = get_masks(target)
     if masks is None:
         if held is None:
@@ -105,7 +106,7 @@ def reconstruct(
     if mask_bn:
         for conv, bn in probe.norm_after.items():
             masks.norm_layers.setdefault(conv, bn)
-    _zero(_masked_params(work, masks, mask_bn))  # the masked model is the reference
+    zero_masked(masked_params(work, masks, mask_bn))  # the masked model is the reference
 
     dtype = next((p.dtype for p in work.parameters()), torch.float32)
     reference = copy.deepcopy(work) if verify else None

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidArgumentError
+from ..extras import require
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -35,11 +36,8 @@ class ImageSplit:
 def load_digits_split(image_size: int = 32, seed: int = 0, test_fraction: float = 0.25) -> ImageSplit:
     """scikit-learn's bundled 8x8 digits (1,797 real images), upscaled to RGB ``image_size``,
     split reproducibly by ``seed``."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError("the digits dataset needs scikit-learn: pip install 'lrp_plugin[demo]'") from exc
-    digits = load_digits()
+    datasets = require("sklearn.datasets", "demo", purpose="the digits dataset")
+    digits = datasets.load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = ((images - 0.5) / 0.5).repeat(1, 3, 1, 1)
