@@ -14,7 +14,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     results = run_demo(model_name=args.model, ratio=args.ratio, criteria=tuple(args.criterion), epochs=args.epochs,
                        finetune_epochs=args.finetune_epochs, seed=args.seed, out_dir=args.out,
-                       progress=not args.quiet, latency_runs=args.latency_runs)
+                       progress=not args.quiet, latency_runs=args.latency_runs, round_to=args.round_to)
     print(format_results(results))
     print(f"report folder: {args.out} (report.json, summary.md, *.png)")
     return 0
@@ -43,6 +43,8 @@ def _add_demo(sub) -> None:
     demo.add_argument("--epochs", type=int, default=8, help="training epochs of the original model")
     demo.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs with masks held")
     demo.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: skip latency)")
+    demo.add_argument("--round-to", type=int, default=None, metavar="N",
+                      help="keep pruned channel counts at multiples of N (zero channels kept; still lossless)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

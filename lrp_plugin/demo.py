@@ -23,18 +23,23 @@ from .studies.run import classification_results
 
 def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[str, ...] = ("l1", "l2", "gm"),
              epochs: int = 8, finetune_epochs: int = 3, seed: int = 0, out_dir: str | Path = "runs/demo",
-             progress: bool = True, latency_runs: int = 30) -> dict[str, Any]:
-    """Run the pipeline and write the report folder; returns every number it wrote."""
+             progress: bool = True, latency_runs: int = 30, round_to: int | None = None) -> dict[str, Any]:
+    """Run the pipeline and write the report folder; returns every number it wrote.
+
+    ``round_to=N`` keeps every pruned channel count a multiple of N (kept channels are zero or
+    constant, so still lossless), which vector units and runtimes prefer."""
     ratio = check_ratio(ratio)
     for criterion in criteria:
         get_criterion(criterion)
     if epochs < 1 or finetune_epochs < 1:
         raise InvalidArgumentError("epochs and finetune_epochs must be >= 1")
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
     start = time.perf_counter()
     torch.manual_seed(seed)
     data = load_digits_split(seed=seed)
     results, models = classification_results(model_name, data, ratio, criteria, epochs, finetune_epochs, seed,
-                                              progress)
+                                              progress, round_to=round_to)
     results["latency"] = _latency(models, data.test_x[:1], latency_runs, progress) if latency_runs > 0 else None
     results["seconds"] = time.perf_counter() - start
     write_report(Path(out_dir), results)
@@ -56,7 +61,7 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
     rep.plot_channels(out / "channels_per_layer.png", results["original"]["channels"], union)
     points = [{"label": "original", "macs": results["original"]["macs"],
                "accuracy": results["original"]["accuracy"], "marker": "*"}]
-    markers = {"union": "o", "intersection": "x", "bn_not_masked": "^"}
+    markers = {"union": "o", "intersection": "x", "bn_not_masked": "^", "bn_not_masked_folded": "v"}
     points += [{"label": f"{r['criterion']} {r['variant']}", "macs": r["macs"],
                 "accuracy": r["reconstructed_accuracy"], "marker": markers[r["variant"]]} for r in results["rows"]]
     rep.plot_accuracy_vs_macs(out / "accuracy_vs_macs.png", points)

@@ -106,8 +106,10 @@ def test_channels_coupled_through_groupnorm_or_layernorm(norm):
         model.norm = _ChannelLayerNorm(8)
     x = torch.randn(1, 3, 8, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(lrp.UnsupportedLayerError, match="ignored_layers"):
-        lrp.compute_masks(model, x, "l1", 0.5)
+    masks = lrp.compute_masks(model, x, "l1", 0.5)  # skipped and reported, not refused
+    assert "conv" not in masks and "conv" in masks.meta["skipped"]
+    with pytest.raises(lrp.UnsupportedLayerError, match="ignored_layers"):  # asked for explicitly
+        lrp.compute_masks(model, x, "l1", 0.5, ratio_dict={"conv": 0.5})
     with pytest.raises(lrp.UnsupportedLayerError, match="GroupNorm/LayerNorm"):
         lrp.reconstruct(model, x, masks={"conv": torch.tensor([True, False] * 4)}, mask_bn=False)
     assert _unchanged(model, before)
@@ -160,3 +162,23 @@ def test_masks_on_a_model_output_layer_are_kept_physically():
 def test_cbr_helper_is_a_real_conv_bn_relu():  # guards the toy models the other tests rely on
     block = cbr(3, 4)
     assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+
+
+ALIASES = ["l1", "L1", "l1norm", "L1Norm", "l1_norm", "L1-Norm", "l2", "L2Norm", "l2_norm", "gm", "GM", "fpgm",
+           "FPGM", "geometric_median"]
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_every_criterion_alias_works_in_every_entry_point(alias):
+    """One table of names: the core, Torch-Pruning's LosslessPruner and the MMEngine hook agree."""
+    from lrp_plugin.core.criteria import CRITERIA, criterion_name
+    from lrp_plugin.integrations.torch_pruning import LosslessPruner
+
+    name = criterion_name(alias)
+    assert lrp.get_criterion(alias) is CRITERIA[name]
+    model = ToyNet(BLOCKS)
+    x = torch.randn(1, 3, 12, 12)
+    assert lrp.compute_masks(model, x, alias, 0.5).meta["criterion"] == alias
+    assert LosslessPruner(model, x, alias, pruning_ratio=0.5).criterion == name
+    with pytest.raises(lrp.UnknownCriterionError, match="l1"):
+        LosslessPruner(model, x, alias + "x", pruning_ratio=0.5)

@@ -68,12 +68,15 @@ def test_intersection_is_lossy_and_names_the_worst_group():
     assert report.worst_group is not None
 
 
-def test_unmasked_batchnorm_is_lossy():
+def test_unmasked_batchnorm_is_lossy_without_folding():
+    """The paper's Table 8; folding the constants (the default) makes the same masks exact."""
     model, x, _ = _masked_resnet("resnet50", "l2", 0.5, mask_bn=False)
     with pytest.raises(lrp.LosslessError, match="mask_bn=True"):
-        lrp.reconstruct(model, x)
-    report = lrp.reconstruct(model, x, strict=False).report
+        lrp.reconstruct(model, x, fold_constants=False)
+    report = lrp.reconstruct(model, x, strict=False, fold_constants=False).report
     assert report.max_rel_error > 1e-3 and any("BatchNorm was not masked" in n for n in report.notes)
+    folded = lrp.reconstruct(model, x).report
+    assert folded.lossless and any("folded" in n for n in folded.notes)
 
 
 def test_explicit_masks_on_an_unmasked_model_use_the_masked_model_as_reference():

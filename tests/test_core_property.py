@@ -18,13 +18,18 @@ block = st.one_of(
     st.tuples(st.just("res"), width),
     st.tuples(st.just("cat"), width, width),
     st.tuples(st.just("dw"), width),
+    st.tuples(st.just("grp"), st.integers(2, 4), st.integers(1, 3)),  # grouped conv: groups, width per group
+    st.tuples(st.just("split"), st.integers(1, 4), st.integers(2, 3)),  # chunk into parts read by other convs
+    st.tuples(st.just("dense"), width),  # pre-activation BN on concatenated features
 )
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=st.lists(block, min_size=1, max_size=5), stem=width, seed=st.integers(0, 2**16),
-       keep_prob=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]))
-def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_prob, dtype):
+       keep_prob=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]),
+       mask_bn=st.booleans())
+def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_prob, dtype, mask_bn):
+    """BN masked (the paper), or BN alive with the constants folded (``mask_bn=False``)."""
     torch.manual_seed(seed)
     model = randomize_batchnorm(ToyNet(blocks, stem=stem), seed).to(dtype)
     x = torch.randn(2, 3, 12, 12, dtype=dtype)
@@ -34,7 +39,7 @@ def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_pr
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.Conv2d) and name != "dense"
     }
-    lrp.apply_masks(model, masks, example_inputs=x)
+    lrp.apply_masks(model, masks, mask_bn=mask_bn, example_inputs=x)
     result = lrp.reconstruct(model, x)
     assert result.report.lossless, str(result.report)
     for module in result.model.modules():

@@ -23,10 +23,10 @@ def _is_png(path):
 
 def test_demo_pipeline_reduced(tmp_path, capsys):
     code = main(["demo", "--epochs", "1", "--finetune-epochs", "1", "--criterion", "l1", "gm",
-                 "--latency-runs", "3", "--out", str(tmp_path), "--quiet"])
+                 "--latency-runs", "3", "--round-to", "4", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["test_images"] == 449 and report["train_images"] == 1348
+    assert report["test_images"] == 449 and report["train_images"] == 1348 and report["round_to"] == 4
     rows = {(r["criterion"], r["variant"]): r for r in report["rows"]}
     for criterion in ("l1", "gm"):
         union = rows[(criterion, "union")]
@@ -37,6 +37,8 @@ def test_demo_pipeline_reduced(tmp_path, capsys):
         assert rows[(criterion, "intersection")]["changed_predictions"] > 0
         assert rows[(criterion, "intersection")]["max_rel_error"] > 1e-3
         assert rows[(criterion, "bn_not_masked")]["max_rel_error"] > 1e-3
+        folded = rows[(criterion, "bn_not_masked_folded")]  # ours: the same masks, rebuilt exactly
+        assert folded["changed_predictions"] == 0 and folded["max_rel_error"] < 1e-5
     latency = report["latency"]
     assert set(latency["models"]) == {"original", "l1 CR 0.5", "gm CR 0.5"}
     for name in ("channels_per_layer.png", "accuracy_vs_macs.png", "latency.png"):

@@ -1,10 +1,13 @@
 """NNI 3.0: our pruners in NNI's own workflow, and a lossless ModelSpeedup replacement."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from _extras import require
 
+from lrp_plugin import CallOrderError
 from lrp_plugin.adapters import create_resnet
 from lrp_plugin.testing import randomize_batchnorm
 
@@ -88,13 +91,36 @@ def test_config_list_pruner_finetune_with_torch_evaluator_then_reconstruct(prune
     assert (logits - masked_logits).abs().max() <= 1e-5 * masked_logits.abs().max()
 
 
-def test_masks_from_nnis_own_pruner_reconstruct_and_report_the_bn_error():
+def _nni_own_l1_masks():
     model = _model()
-    x = torch.randn(2, 3, 32, 32)
     pruner = NNIL1NormPruner(model, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}])
     _, masks = pruner.compress()
     pruner.unwrap_model()
+    return model, masks
+
+
+def test_masks_from_nnis_own_pruner_rebuild_losslessly_by_folding_constants():
+    model, masks = _nni_own_l1_masks()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(CallOrderError, match="speedup_model"):
+        LosslessSpeedup(model, x, masks).report
+    conv_masked = copy.deepcopy(model)
+    with torch.no_grad():  # what NNI's wrappers computed: masked conv weights, BN alive
+        for name, targets in masks.items():
+            conv_masked.get_submodule(name).weight.mul_(targets["weight"])
+        expected = conv_masked.eval()(x)
     speedup = LosslessSpeedup(model, x, masks)
+    pruned = speedup.speedup_model()
+    report = speedup.report
+    assert report.lossless and report.max_rel_error < 1e-5 and report.constants_folded > 0
+    assert any("folded" in note for note in report.notes)
+    with torch.no_grad():
+        assert (pruned.eval()(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_masks_from_nnis_own_pruner_without_folding_report_the_bn_error():
+    model, masks = _nni_own_l1_masks()
+    speedup = LosslessSpeedup(model, torch.randn(2, 3, 32, 32), masks, fold_constants=False)
     with pytest.warns(UserWarning, match="not lossless"):
         speedup.speedup_model()
     report = speedup.report

@@ -111,5 +111,5 @@ def test_bad_arguments(kwargs, message):
 
 def test_reconstruct_before_step_is_an_error():
     model = create_resnet("resnet18", num_classes=10)
-    with pytest.raises(lrp.MaskError, match="step"):
+    with pytest.raises(lrp.CallOrderError, match="step"):
         LosslessPruner(model, torch.randn(1, 3, 64, 64)).reconstruct()

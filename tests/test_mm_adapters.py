@@ -139,3 +139,18 @@ def test_yolo_input_size_not_divisible_by_32(yolo_factory):
     model = yolo_factory()
     with pytest.raises(ValueError, match="divisible by 32"):
         find_adapter(model).example_inputs(model, image_size=100)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "gm"])
+def test_yolov3_d53_bn_alive_folded_is_lossless(yolo_factory, criterion):
+    """NNI-style conv-only masks (BN alive, non-zero beta): the constants are folded, exact."""
+    model = yolo_factory(seed=2)
+    adapter = find_adapter(model)
+    x = torch.randn(1, 3, 128, 128)
+    masks = lrp.compute_masks(model, x, criterion, 0.5, ignored_layers=adapter.ignored_layers(model),
+                              forward_fn=adapter.forward_fn)
+    lrp.apply_masks(model, masks, mask_bn=False)
+    result = lrp.reconstruct(model, x, forward_fn=adapter.forward_fn)
+    assert result.report.lossless and result.report.max_rel_error < 1e-5, str(result.report)
+    assert result.report.constants_folded > 0
+    assert result.report.params_after < 0.5 * result.report.params_before

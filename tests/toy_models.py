@@ -41,6 +41,45 @@ class DepthwiseSeparable(nn.Module):
         return self.pw(self.dw(x))
 
 
+class GroupedBottleneck(nn.Module):
+    """ResNeXt/RegNet-style: 1x1 -> grouped 3x3 -> 1x1, with a residual add."""
+
+    def __init__(self, cin: int, groups: int, width: int):
+        super().__init__()
+        mid = groups * width
+        self.body = nn.Sequential(cbr(cin, mid, 1), cbr(mid, mid, 3, groups=groups),
+                                  nn.Conv2d(mid, cin, 1, bias=False), nn.BatchNorm2d(cin))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + x)
+
+
+class SplitBranches(nn.Module):
+    """One conv whose output is chunked into parts read by different convs (CSP/C2f style), then concatenated."""
+
+    def __init__(self, cin: int, part: int, parts: int):
+        super().__init__()
+        self.parts = parts
+        self.expand = cbr(cin, part * parts, 1)
+        self.branches = nn.ModuleList(cbr(part, part, 3) for _ in range(parts - 1))
+
+    def forward(self, x):
+        chunks = list(self.expand(x).chunk(self.parts, dim=1))
+        outs = [chunks[0]] + [branch(c) for branch, c in zip(self.branches, chunks[1:])]
+        return torch.cat(outs, dim=1)
+
+
+class DenseLayer(nn.Module):
+    """DenseNet-style: BN + ReLU *before* the conv, on the concatenated features."""
+
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.norm, self.conv = nn.BatchNorm2d(cin), nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(torch.relu(self.norm(x)))], dim=1)
+
+
 class ToyNet(nn.Module):
     """stem -> blocks -> two heads (a classifier and a dense 1x1-conv map)."""
 
@@ -55,6 +94,14 @@ class ToyNet(nn.Module):
             elif kind == "cat":
                 layers.append(Concat(width, args[0], args[1]))
                 width = args[0] + args[1]
+            elif kind == "grp":
+                layers.append(GroupedBottleneck(width, args[0], args[1]))
+            elif kind == "split":
+                layers.append(SplitBranches(width, args[0], args[1]))
+                width = args[0] * args[1]
+            elif kind == "dense":
+                layers.append(DenseLayer(width, args[0]))
+                width = width + args[0]
             else:
                 layers.append(DepthwiseSeparable(width, args[0]))
                 width = args[0]

@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import UnknownModelError
 from ..extras import require
 
+
 def stock_config_path(package: str, relpath: str) -> Path:
     """The config file shipped in an OpenMMLab wheel (``<pkg>/.mim/configs/<relpath>``)."""
     root = Path(importlib.import_module(package).__file__).parent / ".mim" / "configs"

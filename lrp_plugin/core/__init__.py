@@ -11,8 +11,8 @@ from .hold import (
                    save_masked,
 )
 from .masks import ChannelMasks, compute_masks, validate_masks
-from .modules import unwrap_model
 from .metrics import count_macs_params, count_params, paper_flops
+from .modules import unwrap_model
 from .reconstruct import ReconstructionResult, default_tolerance, reconstruct
 from .report import GroupRecord, ReconstructionReport
 from .spec import channel_spec, load_pruned, save_pruned, shrink_to_spec

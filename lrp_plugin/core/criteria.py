@@ -46,21 +46,28 @@ CRITERIA: dict[str, Criterion] = {
     "l2": l2_norm,
     "gm": geometric_median_distance,
 }
-_ALIASES = {"fpgm": "gm", "l1norm": "l1", "l2norm": "l2"}
+# Other spellings users bring from NNI (L1Norm, FPGM) and Torch-Pruning; matched after
+# lower-casing and dropping '-' and '_'. The one table of names every entry point resolves through.
+ALIASES = {"fpgm": "gm", "geometricmedian": "gm", "l1norm": "l1", "l2norm": "l2"}
+
+
+def criterion_name(criterion: str) -> str:
+    """The canonical name (``"l1"``, ``"l2"``, ``"gm"``) of a criterion spelling, e.g. ``"L1Norm"`` -> ``"l1"``."""
+    key = str(criterion).lower().replace("-", "").replace("_", "")
+    key = ALIASES.get(key, key)
+    if key not in CRITERIA:
+        raise UnknownCriterionError(
+            f"unknown criterion {criterion!r}: use one of 'l1', 'l2', 'gm' (or {sorted(ALIASES)}) "
+            "or pass a function mapping a weight tensor to one score per output filter"
+        )
+    return key
 
 
 def get_criterion(criterion: str | Criterion) -> Criterion:
-    """Resolve a criterion name (``"l1"``, ``"l2"``, ``"gm"``) or pass a callable through."""
+    """Resolve a criterion name (``"l1"``, ``"l2"``, ``"gm"`` or an alias) or pass a callable through."""
     if callable(criterion):
         return criterion
-    key = str(criterion).lower().replace("-", "").replace("_", "")
-    key = _ALIASES.get(key, key)
-    if key not in CRITERIA:
-        raise UnknownCriterionError(
-            f"unknown criterion {criterion!r}: use one of 'l1', 'l2', 'gm' "
-            "or pass a function mapping a weight tensor to one score per output filter"
-        )
-    return CRITERIA[key]
+    return CRITERIA[criterion_name(criterion)]
 
 
 def check_ratio(ratio: float) -> float:

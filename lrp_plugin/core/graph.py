@@ -8,15 +8,17 @@ BatchNorm that directly follows each conv (masked together with it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..compat import finish_graph
 from ..errors import TraceError
 
 ForwardFn = Callable[[nn.Module, Any], Any]
@@ -27,14 +29,22 @@ PRODUCER_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
 CROSS_CHANNEL_NORMS: tuple[type, ...] = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def flatten_tensors(obj: Any) -> list[torch.Tensor]:
-    """All tensors in a nested output (tuples, lists, dicts, dataclass-like objects), in order."""
+def flatten_tensors(obj: Any, _depth: int = 0) -> list[torch.Tensor]:
+    """All tensors in a nested output, in order: tuples, lists, namedtuples, mappings (dict,
+    OrderedDict, ModelOutput-like objects), dataclasses, and objects whose ``__dict__`` holds tensors."""
     if isinstance(obj, torch.Tensor):
         return [obj]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in flatten_tensors(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in flatten_tensors(v)]
+    if _depth > 16 or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
+        return []
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in flatten_tensors(v, _depth + 1)]
+    if isinstance(obj, (list, tuple)):  # namedtuples are tuples
+        return [t for v in obj for t in flatten_tensors(v, _depth + 1)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in dataclasses.fields(obj) for t in flatten_tensors(getattr(obj, f.name), _depth + 1)]
+    attrs = getattr(obj, "__dict__", None)
+    if isinstance(attrs, dict) and not isinstance(obj, (nn.Module, type)):
+        return [t for v in attrs.values() for t in flatten_tensors(v, _depth + 1)]
     return []
 
 
@@ -69,6 +79,12 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, grad: bool = Tr
             p.requires_grad_(flag)
 
 
+NO_OUTPUT_MESSAGE = (
+    "{model}'s forward returned no floating-point tensor lrp_plugin can find (outputs are searched "
+    "through tuples, lists, dicts, dataclasses and namedtuples), so nothing could be traced or compared: "
+    "pass forward_fn=lambda model, x: <tensor or tuple of tensors>")
+
+
 def _trace_error(exc: Exception) -> TraceError:
     return TraceError(
         f"could not run the model on the example inputs ({type(exc).__name__}: {exc}); "
@@ -90,11 +106,16 @@ def _eval_is_a_no_op(model: nn.Module) -> Iterator[None]:
 
 
 def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model``; raises TraceError if it cannot run."""
+    """Torch-Pruning's dependency graph of ``model``; raises TraceError if the model cannot run.
+
+    A failure after the trace (Torch-Pruning's shape/offset heuristics on an op they do not
+    know) does not lose the graph: the offending nodes are marked and their channels kept.
+    """
+    graph = tp.DependencyGraph()
     with preserved_state(model), _eval_is_a_no_op(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return tp.DependencyGraph().build_dependency(
+            return graph.build_dependency(
                 model,
                 example_inputs=example_inputs,
                 forward_fn=lambda m, x: run_forward(m, x, forward_fn),
@@ -104,6 +125,9 @@ def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
         except TraceError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure inside user code is a trace failure
+            if getattr(graph, "module2node", None):  # traced; only the index bookkeeping failed
+                finish_graph(graph)
+                return graph
             raise _trace_error(exc) from exc
 
 
@@ -151,6 +175,8 @@ def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
     finally:
         for h in handles:
             h.remove()
+    if not any(t.is_floating_point() for t in outputs):
+        raise TraceError(NO_OUTPUT_MESSAGE.format(model=type(model).__name__))
 
     # Walk back from every output through channel-preserving ops to the producers.
     stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
@@ -166,6 +192,3 @@ def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
         stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
     return probe
 
-
-def module_names(model: nn.Module) -> dict[nn.Module, str]:
-    return {m: n for n, m in model.named_modules()}

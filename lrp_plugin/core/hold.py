@@ -63,12 +63,15 @@ def masked_params(model: nn.Module, masks: ChannelMasks, mask_bn: bool) -> list[
         if getattr(layer, "bias", None) is not None:
             pairs.append((layer.bias, keep))
         if mask_bn and name in masks.norm_layers:
-            bn = modules[masks.norm_layers[name]]
-            if bn.weight is not None:
-                pairs.append((bn.weight, keep))
-            if bn.bias is not None:
-                pairs.append((bn.bias, keep))
+            pairs.extend(_affine_pairs(modules[masks.norm_layers[name]], keep))
+    if mask_bn:
+        for name, keep in masks.norm_masks.items():
+            pairs.extend(_affine_pairs(modules[name], keep))
     return pairs
+
+
+def _affine_pairs(bn: nn.Module, keep: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    return [(p, keep) for p in (bn.weight, bn.bias) if p is not None]
 
 
 def zero_masked(pairs) -> None:
@@ -107,12 +110,10 @@ def apply_masks(
     """
     target = unwrap_model(model)
     masks = validate_masks(target, masks).copy()
-    if mask_bn:
+    if mask_bn and not masks.meta.get("norms_traced"):
         missing = [n for n in masks if n not in masks.norm_layers and not bool(masks[n].all())]
         if missing and example_inputs is not None:
-            masks.norm_layers.update(
-                {k: v for k, v in probe_model(target, example_inputs, forward_fn).norm_after.items() if k in masks}
-            )
+            trace_norms(target, masks, example_inputs, forward_fn)
         elif missing and not masks.norm_layers:
             raise MaskError(
                 "mask_bn=True needs to know which BatchNorm follows each conv: pass example_inputs=... "
@@ -129,6 +130,29 @@ def apply_masks(
         state.handles.append(target.register_load_state_dict_post_hook(lambda module, _keys: enforce_masks(module)))
     setattr(target, _STATE_ATTR, state)
     return masks
+
+
+def trace_norms(model: nn.Module, masks: ChannelMasks, example_inputs: Any, forward_fn: ForwardFn | None) -> None:
+    """Record in ``masks`` the BatchNorm after each masked conv and every BN further down that
+    normalizes channels all producers masked (one traced forward and the masked groups)."""
+    from .graph import build_graph
+    from .groups import GroupWalker
+    from .reconstruct import downstream_norm_masks
+
+    probe = probe_model(model, example_inputs, forward_fn)
+    masks.norm_layers.update({k: v for k, v in probe.norm_after.items() if k in masks})
+    walker = GroupWalker(build_graph(model, example_inputs, forward_fn), model)
+    modules = dict(model.named_modules())
+    groups, seen = [], set()
+    for name, keep in masks.items():
+        if bool(keep.all()) or name in seen:
+            continue
+        group = walker.group_of(modules[name])
+        if not group.blocked:
+            seen.update(p.name for p in group.producers)
+            groups.append(group)
+    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
+    masks.meta["norms_traced"] = True
 
 
 def get_masks(model: nn.Module) -> ChannelMasks | None:

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..errors import MaskError, UnsupportedLayerError
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
-from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES, ForwardFn, build_graph, module_names, probe_model
+from .graph import ForwardFn, build_graph, probe_model
+from .modules import module_names, out_channels
 
 MASKS_FORMAT = "lrp-channel-masks/1"
 
@@ -30,10 +31,15 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
         masks: Mapping[str, Any] | None = None,
         *,
         norm_layers: Mapping[str, str] | None = None,
+        norm_masks: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
     ):
         self._masks: dict[str, torch.Tensor] = {}
-        self.norm_layers: dict[str, str] = dict(norm_layers or {})  # conv name -> BN name
+        self.norm_layers: dict[str, str] = dict(norm_layers or {})  # conv name -> BN right after it
+        # BN name -> keep-mask over its channels, for BNs further down that normalize channels every
+        # producer masked (DenseNet's pre-activation BNs after a concat)
+        self.norm_masks: dict[str, torch.Tensor] = {k: torch.as_tensor(v).bool().clone()
+                                                    for k, v in (norm_masks or {}).items()}
         self.meta: dict[str, Any] = dict(meta or {})  # criterion, ratio, source tool ...
         for name, mask in (masks or {}).items():
             self[name] = mask
@@ -70,7 +76,7 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
         return {name: int((~m).sum()) for name, m in self._masks.items()}
 
     def copy(self) -> ChannelMasks:
-        return ChannelMasks(self._masks, norm_layers=self.norm_layers, meta=self.meta)
+        return ChannelMasks(self._masks, norm_layers=self.norm_layers, norm_masks=self.norm_masks, meta=self.meta)
 
     # -- serialisation: plain tensors / JSON ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -79,6 +85,7 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
             "format": MASKS_FORMAT,
             "masks": {k: v.clone() for k, v in self._masks.items()},
             "norm_layers": dict(self.norm_layers),
+            "norm_masks": {k: v.clone() for k, v in self.norm_masks.items()},
             "meta": json.loads(json.dumps(self.meta, default=str)),
         }
 
@@ -86,12 +93,14 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
     def from_state_dict(cls, state: Mapping[str, Any]) -> ChannelMasks:
         if not isinstance(state, Mapping) or state.get("format") != MASKS_FORMAT:
             raise MaskError(f"not an lrp_plugin mask file (expected format {MASKS_FORMAT!r})")
-        return cls(state["masks"], norm_layers=state.get("norm_layers"), meta=state.get("meta"))
+        return cls(state["masks"], norm_layers=state.get("norm_layers"), norm_masks=state.get("norm_masks"),
+                   meta=state.get("meta"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: masks as lists of 0/1."""
         state = self.state_dict()
         state["masks"] = {k: v.to(torch.int8).tolist() for k, v in self._masks.items()}
+        state["norm_masks"] = {k: v.to(torch.int8).tolist() for k, v in self.norm_masks.items()}
         return state
 
     @classmethod
@@ -138,20 +147,16 @@ def validate_masks(model: nn.Module, masks: Mapping[str, Any]) -> ChannelMasks:
     for conv, bn in masks.norm_layers.items():
         if conv in masks and not isinstance(modules.get(bn), nn.modules.batchnorm._BatchNorm):
             problems.append(f"norm layer {bn!r} recorded for {conv!r} is not a BatchNorm of the model")
+    for bn, keep in masks.norm_masks.items():
+        module = modules.get(bn)
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.num_features != keep.numel():
+            problems.append(f"norm mask for {bn!r} does not fit a BatchNorm of the model")
     if problems:
         raise MaskError(
             "masks do not fit the model: " + "; ".join(problems)
             + ". Compute masks on this architecture (lrp.compute_masks) or fix the names/lengths."
         )
     return masks
-
-
-def out_channels(module: nn.Module) -> int | None:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    return None
 
 
 def _resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> set[str]:
@@ -188,49 +193,52 @@ def compute_masks(
     """Mask ``ratio`` of the output channels of every prunable conv by ``criterion``.
 
     Layers whose outputs are model outputs (classifier, prediction convs) are found by
-    tracing and never masked; ``ignored_layers`` adds more. ``ratio_dict`` overrides
-    the ratio per module name. The model is not modified.
+    tracing and never masked; ``ignored_layers`` adds more. Layers whose channels cannot be
+    removed losslessly (coupled through LayerNorm/GroupNorm, or through an op that mixes
+    channels) are left unmasked and listed in ``masks.meta["skipped"]`` with the reason;
+    naming one in ``ratio_dict`` is an explicit request and raises UnsupportedLayerError.
+    ``ratio_dict`` overrides the ratio per module name. The model is not modified.
     """
+    from .groups import GroupWalker
+    from .reconstruct import downstream_norm_masks
+
     ratio = check_ratio(ratio)
     score = get_criterion(criterion)
     per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}
     ignored = _resolve_ignored(model, ignored_layers)
     probe = probe_model(model, example_inputs, forward_fn)
     graph = build_graph(model, example_inputs, forward_fn)
+    walker = GroupWalker(graph, model)
     names = module_names(model)
     traced = {names[m] for m in graph.module2node if isinstance(m, nn.Module) and m in names}
 
     masks = ChannelMasks(meta={"criterion": criterion if isinstance(criterion, str) else getattr(
-        criterion, "__name__", "custom"), "ratio": ratio})
+        criterion, "__name__", "custom"), "ratio": ratio, "norms_traced": True})
+    skipped: dict[str, str] = {}
+    groups, grouped = [], set()
     for name, module in model.named_modules():
         if not isinstance(module, layer_types) or name in ignored or name in probe.output_layers:
             continue
         if name not in traced:  # not used in the forward: nothing to gain, nothing to check
             continue
+        if name not in grouped:
+            group = walker.group_of(module)
+            if group.blocked:
+                skipped[name] = group.blocked
+                continue
+            grouped.update(p.name for p in group.producers)
+            groups.append(group)
         layer_ratio = per_layer.get(name, ratio)
         masks[name] = keep_mask_from_scores(score(module.weight), layer_ratio)
         if name in probe.norm_after:
             masks.norm_layers[name] = probe.norm_after[name]
-    _refuse_cross_channel_norms(model, graph, masks)
-    return masks
-
-
-def _refuse_cross_channel_norms(model: nn.Module, graph, masks: ChannelMasks) -> None:
-    """Channels coupled through GroupNorm/LayerNorm cannot be removed losslessly: say so."""
-    names = module_names(model)
-    offenders: dict[str, str] = {}
-    for group in graph.get_all_groups(root_module_types=PRODUCER_TYPES):  # one pass over the coupled groups
-        norms = [dep.target.module for dep, _ in group if isinstance(dep.target.module, CROSS_CHANNEL_NORMS)]
-        if not norms:
-            continue
-        for dep, _ in group:
-            name = names.get(dep.target.module)
-            if name in masks and graph.is_out_channel_pruning_fn(dep.handler) and not bool(masks[name].all()):
-                offenders[name] = names.get(norms[0], type(norms[0]).__name__)
-    if offenders:
-        pairs = ", ".join(f"{c} -> {n}" for c, n in sorted(offenders.items()))
+    explicit = sorted(set(skipped) & set(per_layer))
+    if explicit:
         raise UnsupportedLayerError(
-            f"channels of {pairs} are coupled through GroupNorm/LayerNorm/InstanceNorm, whose statistics "
-            "span all channels, so removing even an all-zero channel changes the output. "
-            f"Add these layers to ignored_layers: {sorted(offenders)}"
-        )
+            f"ratio_dict asks to mask {explicit}, whose channels cannot be removed losslessly: "
+            f"{skipped[explicit[0]]}. Remove them from ratio_dict or add them to ignored_layers "
+            "(they are skipped otherwise)")
+    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
+    if skipped:
+        masks.meta["skipped"] = skipped
+    return masks

@@ -1,45 +1,39 @@
 """Lossless reconstruction: remove masked channels physically (paper Figs. 2-4).
 
-Coupled channels come from Torch-Pruning's DependencyGraph: every producer (conv or
-linear) whose output meets others in a residual add shares one group, and concat
-consumers see each part at its offset (``root_idxs``). Per group, the channels kept
-are the union (paper) or intersection (ablation) of the producers' keep-masks.
-A channel every producer masked is zero wherever it is read, so removing it changes
-nothing; ``verify`` checks exactly that on the example inputs.
+Five steps: (1) take the masked model as the reference; (2) find the coupled channel groups
+of the masked producers (Torch-Pruning's graph, walked with a bound) and plan each group:
+union (paper) or intersection (ablation) of the producers' keep-masks; (3) measure what the
+removed channels carry at each consumer: zero (BN masked) needs nothing, a constant (BN alive,
+or an activation with f(0) != 0) is folded into the consumer, anything else is kept;
+(4) fold and remove; (5) verify the outputs against the reference.
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from ..errors import InvalidArgumentError, LosslessError, MaskError, UnsupportedLayerError
-from .graph import (
-    CROSS_CHANNEL_NORMS,
-    PRODUCER_TYPES,
-    ForwardFn,
-    build_graph,
-    flatten_tensors,
-    module_names,
-    preserved_state,
-    probe_model,
-    run_forward,
-)
-from .modules import unwrap_model
-from .hold import masked_params, zero_masked, get_masks, held_mask_bn, remove_masks
+from .graph import ForwardFn, build_graph, preserved_state, probe_model, run_forward
+from .groups import ChannelGroup, GroupWalker
+from .hold import get_masks, held_mask_bn, masked_params, remove_masks, zero_masked
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
-from .report import GroupRecord, ReconstructionReport
-from .spec import ORIGINAL_SHAPES_ATTR, tensor_shapes
+from .modules import unwrap_model
+from .plan import GroupPlan, finalize, plan_constants, plan_group
+from .prune import apply_folds, channel_range_hook, prune_plan
+from .report import ReconstructionReport
+from .spec import ORIGINAL_SHAPES_ATTR, adopt_shapes, tensor_shapes
+from .verify import Check, default_tolerance, model_outputs
+from .verify import verify as verify_outputs
 
 MERGES = ("union", "intersection")
-_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+
+__all__ = ["MERGES", "ReconstructionResult", "default_tolerance", "reconstruct"]
 
 
 @dataclass
@@ -47,19 +41,6 @@ class ReconstructionResult:
     model: nn.Module
     report: ReconstructionReport
     masks: ChannelMasks
-
-
-@dataclass
-class _GroupPlan:
-    group: Any  # tp Group with full root indices
-    record: GroupRecord
-    remove: list[int]  # root indices to remove
-    consumers: list[tuple[str, list[int]]] = field(default_factory=list)  # (module, its in-channel idxs)
-
-
-def default_tolerance(dtype: torch.dtype) -> float:
-    """Relative output error allowed for a lossless verdict in ``dtype``."""
-    return _TOLERANCE.get(dtype, 1e-5)
 
 
 def reconstruct(
@@ -72,6 +53,7 @@ def reconstruct(
     *,
     strict: bool = True,
     mask_bn: bool | None = None,
+    fold_constants: bool = True,
     tolerance: float | None = None,
     round_to: int | None = None,
     forward_fn: ForwardFn | None = None,
@@ -80,217 +62,205 @@ def reconstruct(
 
     ``masks`` defaults to the masks held on ``model`` (``lrp.apply_masks``); explicit
     masks are applied to the copy first (conv, and BN unless ``mask_bn=False``).
-    With ``verify`` the outputs of the masked and the reconstructed model are compared
-    on ``example_inputs``; above ``tolerance`` a LosslessError names the worst group
-    (or, with ``strict=False``, a warning). The caller's model is left untouched
-    unless ``inplace=True``. ``round_to=N`` keeps channel counts at multiples of N by
-    keeping some masked (all-zero) channels.
+    ``fold_constants`` folds the constant a removed channel still emits (BN not masked:
+    ``beta - gamma*mean/std`` through the activation) into its consumers, so even masks
+    without BN masks (NNI's own pruners) rebuild exactly; ``False`` reproduces the paper's
+    Table 8 loss. With ``verify`` the outputs are compared on ``example_inputs``; above
+    ``tolerance`` a LosslessError names the worst group (``strict=False``: a warning). The
+    caller's model is left untouched unless ``inplace=True``. ``round_to=N`` keeps channel
+    counts at multiples of N by keeping some masked (zero or constant) channels.
     """
     if merge not in MERGES:
         raise InvalidArgumentError(f"merge must be one of {MERGES}, got {merge!r}")
     if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
         raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
     target = unwrap_model(model)
+    masks, mask_bn = _resolve_masks(target, masks, mask_bn)
+    options = _Options(example_inputs, forward_fn, merge, verify, strict, mask_bn, fold_constants, tolerance,
+                       round_to)
+    try:
+        result = _rebuild(target, masks, options, block_splits=False)
+    except _SplitSizeSuspect as suspect:
+        # a split whose size is a constant in the model's code: rebuild with split channels kept
+        result = _rebuild(target, masks, options, block_splits=True)
+        result.report.notes.append(f"split channels kept whole: the first rebuild failed ({suspect})")
+    if inplace:
+        remove_masks(target)
+        adopt_shapes(target, result.model)
+        result.model = target
+    return result
+
+
+@dataclass
+class _Options:
+    example_inputs: Any
+    forward_fn: ForwardFn | None
+    merge: str
+    verify: bool
+    strict: bool
+    mask_bn: bool
+    fold_constants: bool
+    tolerance: float | None
+    round_to: int | None
+
+
+class _SplitSizeSuspect(Exception):
+    """The rebuilt model failed after channels inside split parts were removed (internal: retried)."""
+
+
+def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, block_splits: bool) -> ReconstructionResult:
+    # 1. the masked model (a copy) is the reference
+    masks = masks.copy()
+    work = copy.deepcopy(target)
+    remove_masks(work)
+    x, forward_fn = opt.example_inputs, opt.forward_fn
+    probe = probe_model(work, x, forward_fn)
+    walker = GroupWalker(build_graph(work, x, forward_fn), work, block_splits=block_splits)
+    # on the second attempt the split groups are kept whole: skipped, not refused
+    groups, skipped = _masked_groups(walker, work, masks, probe.output_layers, opt.strict and not block_splits)
+    if opt.mask_bn:
+        masks.norm_layers.update({c: b for c, b in probe.norm_after.items() if c not in masks.norm_layers})
+        masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers,
+                                                      keep_existing=masks.norm_masks))
+    zero_masked(masked_params(work, masks, opt.mask_bn))
+    dtype = next((p.dtype for p in work.parameters()), torch.float32)
+    check = None
+    if opt.verify:
+        check = Check(reference=copy.deepcopy(work), ref_outputs=model_outputs(work, x, forward_fn),
+                      example_inputs=x, forward_fn=forward_fn, strict=opt.strict, mask_bn=opt.mask_bn,
+                      tolerance=opt.tolerance if opt.tolerance is not None else default_tolerance(dtype))
+    macs_before, params_before = count_macs_params(work, x, forward_fn)
+
+    # 2. plan every group; 3. measure the removed channels and plan the constants
+    plans = [plan_group(group, masks, probe.output_layers, opt.merge, opt.round_to)[0] for group in groups]
+    if opt.merge == "union" and opt.fold_constants:
+        values = _removed_channel_values(work, plans, x, forward_fn)
+        modules = dict(work.named_modules())
+        for plan in plans:
+            plan_constants(plan, values, modules)
+    for plan in plans:
+        finalize(plan, opt.round_to)
+    split_pruned = any(plan.remove and plan.group.splits for plan in plans)
+
+    # 4. fold and remove
+    original_shapes = tensor_shapes(work)
+    frozen = {n for n, p in work.named_parameters() if not p.requires_grad}
+    apply_folds(work, plans, probe.norm_after)
+    modules = dict(work.named_modules())
+    for plan in plans:
+        prune_plan(walker, plan, modules)
+    setattr(work, ORIGINAL_SHAPES_ATTR, original_shapes)  # lets load_pruned check the base model
+    for name, param in work.named_parameters():  # pruning makes new Parameters: keep frozen stages frozen
+        param.requires_grad_(name not in frozen)
+
+    # 5. report and verify
+    try:
+        macs_after, params_after = count_macs_params(work, x, forward_fn)
+    except Exception as exc:  # noqa: BLE001 - the model's own code refused the new channel counts
+        if split_pruned:
+            raise _SplitSizeSuspect(f"{type(exc).__name__}: {exc}") from exc
+        raise LosslessError(f"the rebuilt model no longer runs ({type(exc).__name__}: {exc}): its code fixes "
+                            "a channel count that pruning changed; exclude that layer (ignored_layers)") from exc
+    report = ReconstructionReport(
+        merge=opt.merge, dtype=str(dtype).replace("torch.", ""), params_before=params_before,
+        params_after=params_after, macs_before=macs_before, macs_after=macs_after, verified=opt.verify,
+        groups=[p.record for p in plans if any(v is not None for v in p.record.kept_by_producer.values())],
+        skipped=skipped)
+    if not opt.mask_bn:
+        folded = opt.fold_constants and opt.merge == "union"
+        report.notes.append("BatchNorm was not masked: removed channels still emitted beta - gamma*mean/std"
+                            + (" (folded into their consumers)" if folded else ""))
+    report.notes.extend(sorted({p.record.note for p in plans if p.record.note}))
+    if check is not None:
+        try:
+            verify_outputs(work, check, plans, report)
+        except LosslessError as exc:
+            if split_pruned:
+                raise _SplitSizeSuspect(str(exc)) from exc
+            raise
+    return ReconstructionResult(model=work, report=report, masks=masks)
+
+
+def _resolve_masks(target: nn.Module, masks: Mapping[str, Any] | None, mask_bn: bool | None
+                   ) -> tuple[ChannelMasks, bool]:
     held = get_masks(target)
     if masks is None:
         if held is None:
             raise MaskError("no masks: pass masks=... or call lrp.apply_masks(model, masks) first")
         masks = held
         mask_bn = held_mask_bn(target) if mask_bn is None else mask_bn
-    mask_bn = True if mask_bn is None else mask_bn
-    masks = validate_masks(target, masks).copy()
-
-    work = target if inplace else copy.deepcopy(target)
-    remove_masks(work)
-    probe = probe_model(work, example_inputs, forward_fn)
-    if mask_bn:
-        for conv, bn in probe.norm_after.items():
-            masks.norm_layers.setdefault(conv, bn)
-    zero_masked(masked_params(work, masks, mask_bn))  # the masked model is the reference
-
-    dtype = next((p.dtype for p in work.parameters()), torch.float32)
-    reference = copy.deepcopy(work) if verify else None
-    ref_outputs = _outputs(work, example_inputs, forward_fn) if verify else []
-    macs_before, params_before = count_macs_params(work, example_inputs, forward_fn)
-
-    original_shapes = tensor_shapes(work)
-    frozen = {n for n, p in work.named_parameters() if not p.requires_grad}
-    graph = build_graph(work, example_inputs, forward_fn)
-    plans = _plan(graph, work, masks, probe.output_layers, merge, round_to)
-    for plan in plans:  # every check passed: now change the model
-        if plan.remove:
-            plan.group.prune(idxs=plan.remove, record_history=False)
-    setattr(work, ORIGINAL_SHAPES_ATTR, original_shapes)  # lets load_pruned check the base model
-    for name, param in work.named_parameters():  # pruning makes new Parameters: keep frozen stages frozen
-        param.requires_grad_(name not in frozen)
-
-    macs_after, params_after = count_macs_params(work, example_inputs, forward_fn)
-    report = ReconstructionReport(
-        merge=merge, dtype=str(dtype).replace("torch.", ""), params_before=params_before,
-        params_after=params_after, macs_before=macs_before, macs_after=macs_after, verified=verify,
-        groups=[p.record for p in plans if p.record.kept_by_producer and any(
-            v is not None for v in p.record.kept_by_producer.values())],
-    )
-    if not mask_bn:
-        report.notes.append("BatchNorm was not masked: removed channels still emitted beta - gamma*mean/std")
-    report.notes.extend(sorted({p.record.note for p in plans if p.record.note}))
-    if verify:
-        _verify(work, reference, ref_outputs, example_inputs, forward_fn, plans, report,
-                tolerance if tolerance is not None else default_tolerance(dtype), strict, mask_bn)
-    return ReconstructionResult(model=work, report=report, masks=masks)
+    return validate_masks(target, masks).copy(), True if mask_bn is None else mask_bn
 
 
-def _outputs(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> list[torch.Tensor]:
-    with preserved_state(model, grad=False):
-        return [t.detach().clone() for t in flatten_tensors(run_forward(model, example_inputs, forward_fn))]
-
-
-def _plan(graph: tp.DependencyGraph, model: nn.Module, masks: ChannelMasks, output_layers: set[str],
-          merge: str, round_to: int | None) -> list[_GroupPlan]:
-    """Decide, per coupled group, which root channels go; raise before anything changes."""
-    names = module_names(model)
-    used = set()
-    plans = []
-    for group in graph.get_all_groups(root_module_types=PRODUCER_TYPES):
-        channels = len(group[0].idxs)
-        fixed = torch.zeros(channels, dtype=torch.bool)  # channels that must stay whatever the masks say
-        votes: list[list[bool]] = [[] for _ in range(channels)]
-        kept_by: dict[str, int | None] = {}
-        members: list[str] = []
-        norms: list[str] = []
-        consumers: list[tuple[str, list[int]]] = []
-        producer_roots: list[list[int]] = []  # each producer's share of the root channels
-        note = ""
-        for item in group:
-            dep, module = item.dep, item.dep.target.module
-            name = names.get(module) if isinstance(module, nn.Module) else None
-            if name is not None and name not in members:
-                members.append(name)
-            if isinstance(module, CROSS_CHANNEL_NORMS):
-                norms.append(name or type(module).__name__)
-            if dep.target.type == tp.ops.OPTYPE.OUTPUT:
-                fixed[:] = True
-                note = "channels that are model outputs are kept"
-            if graph.is_in_channel_pruning_fn(dep.handler) and isinstance(module, PRODUCER_TYPES):
-                consumers.append((name, list(zip(item.idxs, item.root_idxs))))
-            if not (graph.is_out_channel_pruning_fn(dep.handler) and isinstance(module, PRODUCER_TYPES)):
-                continue
-            producer_roots.append(list(item.root_idxs))
-            keep = masks.get(name)
-            if keep is None or name in output_layers:
-                fixed[item.root_idxs] = True
-                kept_by[name] = None
-                if keep is not None and not bool(keep.all()):
-                    note = f"{name} feeds a model output; its mask is not applied physically"
-                continue
-            used.add(name)
-            kept_by[name] = int(keep.sum())
-            for idx, root in zip(item.idxs, item.root_idxs):
-                votes[root].append(bool(keep[idx]))
-        merged = _merge(votes, fixed, merge)
-        zero_kept = 0
-        # never leave a layer with zero channels: a concat part or a whole group may be all masked
-        for roots in producer_roots or [list(range(channels))]:
-            if roots and not bool(merged[roots].any()):
-                merged[roots[0]] = True
-                zero_kept += 1
-        zero_kept += _round_up(merged, round_to)
-        remove = torch.nonzero(~merged).flatten().tolist()
-        removed = set(remove)
-        consumers = [(n, [i for i, root in pairs if root in removed]) for n, pairs in consumers]
-        if remove and norms:
-            raise UnsupportedLayerError(
-                f"channels of {members[0]} are coupled through {norms} (GroupNorm/LayerNorm/InstanceNorm), "
-                f"whose statistics span all channels: removal is not lossless. Exclude {members[0]} from the masks."
-            )
-        record = GroupRecord(root=members[0] if members else "?", members=members, channels_before=channels,
-                             channels_after=int(merged.sum()), kept_by_producer=kept_by,
-                             zero_channels_kept=zero_kept, note=note)
-        plans.append(_GroupPlan(group=group, record=record, remove=remove, consumers=consumers))
-    unused = sorted(set(n for n, k in masks.items() if not bool(k.all())) - used
-                    - output_layers)
+def _masked_groups(walker: GroupWalker, model: nn.Module, masks: ChannelMasks, output_layers: set[str],
+                   strict: bool) -> tuple[list[ChannelGroup], dict[str, str]]:
+    """The group of every producer with masked channels, each once; blocked ones refused or skipped."""
+    modules = dict(model.named_modules())
+    traced = {walker.names[m] for m in walker.graph.module2node if isinstance(m, nn.Module) and m in walker.names}
+    unused = sorted(n for n, k in masks.items() if not bool(k.all()) and n not in traced and n not in output_layers)
     if unused:
         raise MaskError(
             f"masks name layers that the traced forward never uses: {unused[:5]}; remove them from the masks "
-            "or pass example_inputs/forward_fn that run those layers"
-        )
-    return plans
-
-
-def _merge(votes: list[list[bool]], fixed: torch.Tensor, merge: str) -> torch.Tensor:
-    combine = any if merge == "union" else all
-    return torch.tensor([bool(f) or not v or combine(v) for v, f in zip(votes, fixed.tolist())], dtype=torch.bool)
-
-
-def _round_up(keep: torch.Tensor, round_to: int | None) -> int:
-    """Keep extra (masked, all-zero) channels until the count is a multiple of ``round_to``."""
-    if not round_to or int(keep.sum()) % round_to == 0:
-        return 0
-    missing = round_to - int(keep.sum()) % round_to
-    extra = torch.nonzero(~keep).flatten()[:missing]
-    keep[extra] = True
-    return int(extra.numel())
-
-
-def _verify(model, reference, ref_outputs, example_inputs, forward_fn, plans, report, tolerance, strict, mask_bn):
-    outputs = _outputs(model, example_inputs, forward_fn)
-    if len(outputs) != len(ref_outputs) or any(a.shape != b.shape for a, b in zip(outputs, ref_outputs)):
-        raise LosslessError(
-            "the reconstructed model's outputs changed shape "
-            f"({[tuple(t.shape) for t in ref_outputs]} -> {[tuple(t.shape) for t in outputs]}); "
-            "a layer feeding a model output was pruned: add it to ignored_layers", report)
-    abs_err, rel_err = 0.0, 0.0
-    for ref, out in zip(ref_outputs, outputs):
-        if ref.numel() == 0 or not ref.is_floating_point():
+            "or pass example_inputs/forward_fn that run those layers")
+    groups, skipped, seen = [], {}, set()
+    for name, keep in masks.items():
+        if bool(keep.all()) or name in seen:
             continue
-        diff = (ref.double() - out.double()).abs().max().item()
-        scale = max(ref.double().abs().max().item(), torch.finfo(ref.dtype).tiny)
-        abs_err, rel_err = max(abs_err, diff), max(rel_err, diff / scale)
-    report.max_abs_error, report.max_rel_error, report.tolerance = abs_err, rel_err, tolerance
-    report.lossless = rel_err <= tolerance
-    if report.lossless:
-        return
-    worst, leak, consumer = _worst_group(reference, example_inputs, forward_fn, plans)
-    report.worst_group = worst
-    if report.merge == "intersection":
-        fix = "use merge='union' (intersection removes channels some producer still uses)"
-    elif not mask_bn:
-        fix = "mask the BatchNorm with the conv (mask_bn=True) and fine-tune with it held"
-    else:
-        fix = "some layer between producers and consumers turns zero channels non-zero (an unmasked norm or bias)"
-    message = (f"reconstruction is not lossless: max relative output error {rel_err:.3g} > {tolerance:g} "
-               f"(max |dy| {abs_err:.3g}); worst group rooted at {worst}: removed channels carry |x| up to "
-               f"{leak:.3g} into {consumer}. Fix: {fix}; or pass strict=False to accept the loss.")
-    if strict:
-        raise LosslessError(message, report)
-    warnings.warn(message, stacklevel=3)
-
-
-def _worst_group(reference, example_inputs, forward_fn, plans) -> tuple[str | None, float, str | None]:
-    """The group whose removed channels carry the largest values into a consumer, in the masked model."""
-    modules = dict(reference.named_modules())
-    leaks: dict[tuple[int, str], float] = {}
-    handles = []
-    for index, plan in enumerate(plans):
-        if not plan.remove:
+        group = walker.group_of(modules[name])
+        if group.blocked:
+            skipped[name] = group.blocked
+            seen.add(name)
             continue
-        for name, idxs in plan.consumers:
-            if name is None or name not in modules or not idxs:
+        seen.update(p.name for p in group.producers)
+        groups.append(group)
+    if skipped and strict:
+        first = next(iter(skipped))
+        raise UnsupportedLayerError(
+            f"channels of {first} cannot be removed losslessly: {skipped[first]} (GroupNorm/LayerNorm/"
+            f"InstanceNorm statistics, or an op that mixes channels). Exclude these layers from the masks "
+            f"(ignored_layers in lrp.compute_masks skips them for you): {sorted(skipped)[:8]}; or pass "
+            "strict=False to keep their channels and rebuild the rest")
+    return groups, skipped
+
+
+def downstream_norm_masks(groups: list[ChannelGroup], masks: ChannelMasks, output_layers: set[str],
+                          keep_existing: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks for every BatchNorm that normalizes channels all producers masked (e.g. DenseNet's
+    pre-activation BNs after a concat), so a removed channel is zero at every consumer."""
+    from .plan import merge_votes
+
+    immediate = set(masks.norm_layers.values())
+    result: dict[str, torch.Tensor] = {k: v.clone() for k, v in (keep_existing or {}).items()}
+    for group in groups:
+        keep, _, _, _ = merge_votes(group, masks, output_layers, "union")
+        if bool(keep.all()):
+            continue
+        for norm in group.norms:
+            if norm.name is None or norm.name in immediate:
                 continue
+            bn_keep = result.setdefault(norm.name, torch.ones(norm.module.num_features, dtype=torch.bool))
+            for idx, root in zip(norm.idxs, norm.root_idxs):
+                if not bool(keep[root]):
+                    bn_keep[idx] = False
+    return {k: v for k, v in result.items() if not bool(v.all())}
 
-            def hook(module, inputs, _index=index, _name=name, _idxs=idxs):
-                x = inputs[0]
-                dim = 1 if x.dim() > 2 or isinstance(module, nn.modules.conv._ConvNd) else -1
-                value = x.detach().index_select(dim, torch.tensor(_idxs, device=x.device)).abs().max().item()
-                leaks[(_index, _name)] = max(leaks.get((_index, _name), 0.0), value)
 
-            handles.append(modules[name].register_forward_pre_hook(hook))
+def _removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
+                            forward_fn: ForwardFn | None) -> dict:
+    """Min/max of every removed channel at every consumer input, over the example inputs."""
+    modules = dict(model.named_modules())
+    wanted: dict[str, list[int]] = {}
+    for plan in plans:
+        removed = set(plan.remove)
+        for member in plan.group.consumers:
+            wanted.setdefault(member.name, []).extend(i for i, r in zip(member.idxs, member.root_idxs) if r in removed)
+    records: dict = {}
+    handles = [modules[name].register_forward_pre_hook(channel_range_hook(records, name, idxs))
+               for name, idxs in wanted.items() if idxs and name in modules]
     try:
-        _outputs(reference, example_inputs, forward_fn)
+        with preserved_state(model, grad=False):
+            run_forward(model, example_inputs, forward_fn)
     finally:
         for h in handles:
             h.remove()
-    if not leaks:
-        return None, 0.0, None
-    (index, consumer), leak = max(leaks.items(), key=lambda kv: kv[1])
-    return plans[index].record.root, leak, consumer
+    return records

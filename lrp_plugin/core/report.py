@@ -17,7 +17,10 @@ class GroupRecord:
     channels_before: int
     channels_after: int
     kept_by_producer: dict[str, int | None]  # None: producer without a mask (kept whole)
-    zero_channels_kept: int = 0  # channels every producer masked but kept (never-empty, round_to)
+    zero_channels_kept: int = 0  # channels every producer masked but kept (never-empty, grouped convs, round_to)
+    constants_folded: int = 0  # removed channels whose constant output was folded into consumers
+    constant_channels_kept: int = 0  # one kept constant channel standing for the folded ones (zero padding)
+    not_constant_kept: int = 0  # channels every producer masked that still carry varying values: kept
     note: str = ""
 
 
@@ -36,6 +39,7 @@ class ReconstructionReport:
     lossless: bool | None = None
     worst_group: str | None = None
     groups: list[GroupRecord] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # group root -> why its channels were all kept
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -50,10 +54,24 @@ class ReconstructionReport:
     def zero_channels_kept(self) -> int:
         return sum(g.zero_channels_kept for g in self.groups)
 
+    @property
+    def constants_folded(self) -> int:
+        return sum(g.constants_folded for g in self.groups)
+
+    @property
+    def constant_channels_kept(self) -> int:
+        return sum(g.constant_channels_kept for g in self.groups)
+
+    @property
+    def not_constant_kept(self) -> int:
+        return sum(g.not_constant_kept for g in self.groups)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(params_ratio=self.params_ratio, macs_ratio=self.macs_ratio,
-                    zero_channels_kept=self.zero_channels_kept, macs_unit="MACs (FLOPs in the paper = 2 x MACs)")
+                    zero_channels_kept=self.zero_channels_kept, constants_folded=self.constants_folded,
+                    constant_channels_kept=self.constant_channels_kept, not_constant_kept=self.not_constant_kept,
+                    macs_unit="MACs (FLOPs in the paper = 2 x MACs)")
         return data
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -75,6 +93,13 @@ class ReconstructionReport:
                          f"(tolerance {self.tolerance:g}) -> {verdict}")
         else:
             lines.append("  check  : not verified")
+        if self.constants_folded or self.constant_channels_kept or self.not_constant_kept:
+            lines.append(f"  constants: {self.constants_folded} removed channels folded into consumers, "
+                         f"{self.constant_channels_kept} constant channels kept for zero-padded consumers, "
+                         f"{self.not_constant_kept} non-constant channels kept")
+        if self.skipped:
+            reasons = sorted(set(self.skipped.values()))
+            lines.append(f"  skipped: {len(self.skipped)} groups kept whole ({reasons[0]}{' ...' if len(reasons) > 1 else ''})")
         if self.worst_group:
             lines.append(f"  worst group: {self.worst_group}")
         width = max([len(g.root) for g in self.groups] + [10])

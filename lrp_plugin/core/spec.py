@@ -23,7 +23,7 @@ from .checks import check_state_dict_fits
 SPEC_FORMAT = "lrp-channel-spec/1"
 ORIGINAL_SHAPES_ATTR = "_lrp_original_shapes"  # set by reconstruct: tensor shapes before pruning
 _CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
-                  "num_channels", "normalized_shape")
+                  "num_channels", "normalized_shape", "num_parameters")
 
 
 def channel_spec(model: nn.Module) -> dict[str, Any]:
@@ -40,6 +40,26 @@ def channel_spec(model: nn.Module) -> dict[str, Any]:
 
 def tensor_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def adopt_shapes(dst: nn.Module, src: nn.Module) -> nn.Module:
+    """Give ``dst`` (in place) the channel attributes, parameters and buffers of ``src``, a rebuilt
+    copy of it: the modules stay the caller's objects, only their tensors and counts change."""
+    sources = dict(src.named_modules())
+    for name, module in dst.named_modules():
+        other = sources.get(name)
+        if other is None:
+            continue
+        for attr in _CHANNEL_ATTRS:
+            if hasattr(other, attr) and hasattr(module, attr):
+                setattr(module, attr, getattr(other, attr))
+        for key, param in other._parameters.items():
+            module._parameters[key] = param
+        for key, buffer in other._buffers.items():
+            module._buffers[key] = buffer
+    if hasattr(src, ORIGINAL_SHAPES_ATTR):
+        setattr(dst, ORIGINAL_SHAPES_ATTR, getattr(src, ORIGINAL_SHAPES_ATTR))
+    return dst
 
 
 def _plain(value: Any) -> Any:
@@ -83,7 +103,12 @@ def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool =
         owner_name, _, leaf = key.rpartition(".")
         owner = modules[owner_name]
         current = getattr(owner, leaf)
-        if current is None or list(current.shape) == list(shape):
+        if current is None:  # a bias the rebuild added to absorb folded constants
+            ref = next(owner.parameters(), None)
+            fresh = torch.empty(shape, dtype=ref.dtype if ref is not None else torch.float32)
+            setattr(owner, leaf, nn.Parameter(fresh, requires_grad=ref.requires_grad if ref is not None else True))
+            continue
+        if list(current.shape) == list(shape):
             continue
         fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
         if isinstance(current, nn.Parameter):
@@ -106,7 +131,7 @@ def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
         elif type(module).__name__ != attrs.get("type"):
             problems.append(f"{name!r} is a {type(module).__name__} in the base model, {attrs.get('type')} in the spec")
     missing = sorted(set(own) - set(spec["tensors"]))
-    extra = sorted(set(spec["tensors"]) - set(own))
+    extra = sorted(k for k in set(spec["tensors"]) - set(own) if not _added_bias(modules, k))
     if missing:
         problems.append(f"base model tensors absent from the spec: {missing[:5]}")
     if extra:
@@ -123,6 +148,13 @@ def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
             "the channel spec does not fit the base model: " + "; ".join(problems[:8])
             + ". Build the base model exactly as the pruned one was built (same name, classes, stem)."
         )
+
+
+def _added_bias(modules: Mapping[str, nn.Module], key: str) -> bool:
+    """A tensor the base model declares but leaves empty (``bias=False``): a rebuild may add it."""
+    owner, _, leaf = key.rpartition(".")
+    module = modules.get(owner)
+    return module is not None and leaf in module._parameters and module._parameters[leaf] is None
 
 
 def load_pruned(base_model: nn.Module, path: str | Path, *, inplace: bool = False) -> nn.Module:

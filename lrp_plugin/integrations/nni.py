@@ -26,10 +26,11 @@ from nni.compression.pruning import L1NormPruner as _NNIL1NormPruner
 from nni.compression.pruning import L2NormPruner as _NNIL2NormPruner
 from torch import nn
 
+from ..compat import nni_metric_shrink
 from ..core import ChannelMasks, ReconstructionResult, reconstruct
 from ..core.criteria import get_criterion
 from ..core.graph import probe_model
-from ..errors import InvalidArgumentError, MaskError
+from ..errors import CallOrderError, InvalidArgumentError, MaskError
 
 # Config keys our pruners honour; every other NNI key is refused by name, never ignored.
 SUPPORTED_KEYS = {"op_types", "op_names", "op_names_re", "exclude_op_names", "exclude_op_types",
@@ -141,9 +142,8 @@ class _LosslessNormPruner:
         metrics: dict[str, dict[str, torch.Tensor]] = {}
         for module_name, module_data in data.items():
             for target_name, target_data in module_data.items():
-                space = self._target_spaces[module_name][target_name]
-                metrics.setdefault(module_name, {})[target_name] = space._scaler.shrink(
-                    target_data, reduce_func, keepdim=True)
+                metrics.setdefault(module_name, {})[target_name] = nni_metric_shrink(
+                    self, module_name, target_name, target_data, reduce_func)
         return metrics
 
     def compress(self, max_steps: int | None = None, max_epochs: int | None = None):
@@ -229,32 +229,42 @@ class LosslessSpeedup:
 
     Works on current torch, removes channels through Torch-Pruning's dependency graph with the
     paper's union merge, and verifies the result against the masked model. Masks from NNI's own
-    pruners (BN not masked) are accepted: the report states that BN was not masked and the error.
+    pruners leave BN alive: the constants the removed channels still emit are folded into their
+    consumers, so the result is exact without re-training (``fold_constants=False`` shows the
+    paper's Table 8 loss instead, with a warning).
     """
 
     def __init__(self, model: nn.Module, dummy_input: Any, masks: Mapping[str, Mapping[str, torch.Tensor]],
-                 *, merge: str = "union", inplace: bool = True):
+                 *, merge: str = "union", inplace: bool = True, fold_constants: bool = True):
         if any(hasattr(m, "_nni_wrapper") or isinstance(m, ModuleWrapper) for m in model.modules()):
             raise MaskError("the model is still wrapped by an NNI pruner: call pruner.unwrap_model() first")
         self.model, self.dummy_input, self.nni_masks = model, dummy_input, masks
-        self.merge, self.inplace = merge, inplace
+        self.merge, self.inplace, self.fold_constants = merge, inplace, fold_constants
         self.result: ReconstructionResult | None = None
 
     def speedup_model(self) -> nn.Module:
         masks = masks_from_nni(self.nni_masks, self.model)
         mask_bn = _bn_masked(self.model, self.nni_masks, masks, self.dummy_input)
         # NNI keeps masked weights alive under its wrappers; reconstruct zeroes them from the masks
-        self.result = reconstruct(self.model, self.dummy_input, masks=masks, merge=self.merge,
-                                  mask_bn=mask_bn, strict=mask_bn, inplace=self.inplace)
-        if not mask_bn:
-            self.result.report.notes.append(
-                f"masks came without BatchNorm masks (e.g. NNI's own pruners): removed channels still emitted "
-                f"beta - gamma*mean/std, so the pruned model differs from the conv-masked one by max relative "
-                f"error {self.result.report.max_rel_error:.3g}; use lrp_plugin.integrations.nni pruners for 0")
+        folding = self.fold_constants and not mask_bn
+        self.result = reconstruct(self.model, self.dummy_input, masks=masks, merge=self.merge, mask_bn=mask_bn,
+                                  strict=mask_bn or folding, fold_constants=self.fold_constants, inplace=self.inplace)
+        report = self.result.report
+        if folding:
+            report.notes.append(
+                f"masks came without BatchNorm masks (e.g. NNI's own pruners): the constants the removed channels "
+                f"still emitted were folded into their consumers ({report.constants_folded} channels folded, "
+                f"{report.constant_channels_kept} kept for zero-padded consumers); max relative error "
+                f"{report.max_rel_error:.3g}")
+        elif not mask_bn:
+            report.notes.append(
+                f"masks came without BatchNorm masks (e.g. NNI's own pruners) and fold_constants=False: removed "
+                f"channels still emitted beta - gamma*mean/std, so the pruned model differs from the conv-masked "
+                f"one by max relative error {report.max_rel_error:.3g} (the paper's Table 8)")
         return self.result.model
 
     @property
     def report(self):
         if self.result is None:
-            raise MaskError("call speedup_model() first")
+            raise CallOrderError("LosslessSpeedup.report is available after speedup_model(): call it first")
         return self.result.report

@@ -16,10 +16,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..compat import group_graph
 from ..core import ChannelMasks, ReconstructionReport, apply_masks, compute_masks, get_masks, reconstruct
-from ..core.criteria import check_ratio, get_criterion
+from ..core.criteria import check_ratio, criterion_name, get_criterion
 from ..core.graph import PRODUCER_TYPES, ForwardFn
-from ..errors import InvalidArgumentError, MaskError
+from ..errors import CallOrderError, InvalidArgumentError, MaskError
 
 MODES = ("soft", "hard")
 
@@ -41,7 +42,8 @@ class _CriterionImportance(tp.importance.Importance):
         found = False
         for item in group:
             module = item.dep.target.module
-            if not isinstance(module, PRODUCER_TYPES) or not group._DG.is_out_channel_pruning_fn(item.dep.handler):
+            graph = group_graph(group)
+            if not isinstance(module, PRODUCER_TYPES) or not graph.is_out_channel_pruning_fn(item.dep.handler):
                 continue
             weight = module.weight.transpose(0, 1) if getattr(module, "transposed", False) else module.weight
             scores = score(weight)
@@ -71,14 +73,9 @@ class GMImportance(_CriterionImportance):
     criterion = "gm"
 
 
-_IMPORTANCE_BY_NAME = {"l1": L1Importance, "l2": L2Importance, "gm": GMImportance, "fpgm": GMImportance}
-
-
 def _criterion_of(importance: Any) -> str:
     if isinstance(importance, str):
-        if importance.lower() not in _IMPORTANCE_BY_NAME:
-            get_criterion(importance)  # raises UnknownCriterionError with the list
-        return _IMPORTANCE_BY_NAME[importance.lower()].criterion
+        return criterion_name(importance)  # the core's one table of names and aliases
     if isinstance(importance, _CriterionImportance):
         return importance.criterion
     raise InvalidArgumentError(
@@ -143,7 +140,7 @@ class LosslessPruner:
         """Remove the masked channels in place (union merge), verified; returns the report."""
         masks = masks or get_masks(self.model)
         if masks is None:
-            raise MaskError("nothing to reconstruct: call pruner.step() first")
+            raise CallOrderError("nothing to reconstruct: call pruner.step() first")
         result = reconstruct(self.model, self.example_inputs, masks=masks, verify=verify, inplace=True,
                              mask_bn=self.mask_bn, round_to=self.round_to, forward_fn=self.forward_fn)
         self.report = result.report

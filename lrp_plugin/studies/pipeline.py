@@ -28,7 +28,7 @@ class VariantResult:
     """One (criterion, variant) row of the paper's tables."""
 
     criterion: str
-    variant: str  # union | intersection | bn_not_masked | finetune_then_reconstruct | reconstruct_then_finetune
+    variant: str  # union | intersection | bn_not_masked | bn_not_masked_folded | finetune_then_reconstruct | ...
     masked_accuracy: float | None
     reconstructed_accuracy: float
     identical_predictions: bool | None
@@ -66,9 +66,12 @@ def _timed_train(model, data, recipe, seed, desc, progress) -> float:
 
 
 def prune_finetune_reconstruct(model: nn.Module, data: ImageSplit, criterion: str, ratio: float, finetune: Recipe,
-                               seed: int = 0, ablations: bool = True, progress: bool = True
-                               ) -> tuple[list[VariantResult], nn.Module]:
-    """Rows for union (+ ablations) and the union-reconstructed model. ``model`` is not changed."""
+                               seed: int = 0, ablations: bool = True, progress: bool = True,
+                               round_to: int | None = None) -> tuple[list[VariantResult], nn.Module]:
+    """Rows for union (+ ablations) and the union-reconstructed model. ``model`` is not changed.
+
+    BN not masked gives two rows: the paper's Table 8 (constants dropped: lossy) and ours
+    (the constants the removed channels emit folded into their consumers: exact)."""
     example = data.test_x[:2]
     masks = lrp.compute_masks(model, example, criterion=criterion, ratio=ratio)
     rows: list[VariantResult] = []
@@ -79,13 +82,15 @@ def prune_finetune_reconstruct(model: nn.Module, data: ImageSplit, criterion: st
         seconds = _timed_train(masked, data, finetune, seed, f"fine-tune {criterion}"
                                + ("" if mask_bn else " (BN not masked)"), progress)
         masked_pred = predict(masked, data.test_x)
-        for merge in ("union", "intersection") if (mask_bn and ablations) else ("union",):
-            lossless_expected = merge == "union" and mask_bn
+        variants = [("union", "union", True), ("intersection", "intersection", False)] if mask_bn else \
+            [("bn_not_masked", "union", False), ("bn_not_masked_folded", "union", True)]
+        for variant, merge, fold in variants if ablations else variants[:1]:
+            lossless_expected = merge == "union" and (mask_bn or fold)
             with warnings.catch_warnings():  # the ablations' loss is the result being measured, not a surprise
                 warnings.simplefilter("ignore" if not lossless_expected else "default")
-                result = lrp.reconstruct(masked, example, merge=merge, strict=lossless_expected)
+                result = lrp.reconstruct(masked, example, merge=merge, strict=lossless_expected, fold_constants=fold,
+                                         round_to=round_to)
             pred = predict(result.model, data.test_x)
-            variant = merge if mask_bn else "bn_not_masked"
             rows.append(VariantResult(
                 criterion=criterion, variant=variant, masked_accuracy=accuracy(masked_pred, data.test_y),
                 reconstructed_accuracy=accuracy(pred, data.test_y),

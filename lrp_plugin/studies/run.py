@@ -45,8 +45,8 @@ def _data(dataset: str, data_dir: str | None, seed: int, limit: int | None) -> I
 
 
 def classification_results(model: str, data: ImageSplit, ratio: float, criteria: list[str] | tuple[str, ...],
-                           epochs: int | None, finetune_epochs: int | None, seed: int, progress: bool = True
-                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+                           epochs: int | None, finetune_epochs: int | None, seed: int, progress: bool = True,
+                           round_to: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``model``, then each criterion at ``ratio`` with the ablations.
 
     Returns (every number, the models): ``"original"`` and one union-reconstructed model per criterion.
@@ -55,7 +55,8 @@ def classification_results(model: str, data: ImageSplit, ratio: float, criteria:
     net = train_original(model, data, original_recipe, seed, progress)
     macs, params = lrp.count_macs_params(net, data.test_x[:1])
     result: dict[str, Any] = {
-        "model": model, "dataset": data.name, "ratio": ratio, "seed": seed, "train_images": len(data.train_y),
+        "model": model, "dataset": data.name, "ratio": ratio, "seed": seed, "round_to": round_to,
+        "train_images": len(data.train_y),
         "test_images": len(data.test_y),
         "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},
         "original": {"accuracy": accuracy(predict(net, data.test_x), data.test_y), "macs": macs, "params": params,
@@ -64,7 +65,7 @@ def classification_results(model: str, data: ImageSplit, ratio: float, criteria:
     models = {"original": net}
     for criterion in criteria:
         rows, pruned = prune_finetune_reconstruct(net, data, criterion, ratio, finetune_recipe, seed,
-                                                  progress=progress)
+                                                  progress=progress, round_to=round_to)
         result["rows"] += [r.to_dict() for r in rows]
         models[f"{criterion} CR {ratio}"] = pruned
     return result, models

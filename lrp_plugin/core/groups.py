@@ -1,0 +1,267 @@
+"""Coupled channels, from Torch-Pruning's dependency graph, walked with a fence around it.
+
+A *group* is every tensor dimension that must lose the same channels as a producer (conv or
+linear): other producers summed with it, BatchNorms, depthwise convs, concat/split parts at
+their offsets, and the consumers that read it. We walk Torch-Pruning's dependencies ourselves,
+only from the producers we are asked about, and stop at once where channels cannot be followed
+losslessly (an op that mixes channels, a cross-channel norm), so analysis stays bounded: the
+group is then *blocked* and its channels are kept, with the reason reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch_pruning as tp
+from torch import nn
+
+from ..compat import OPTYPE, UNMAPPABLE_ATTR, HybridIndex, refresh_index_mapping
+from .budget import BudgetExceeded, bounded
+from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES
+
+MAX_INDICES = 2_000_000  # a mapping that grows past this is not a channel mapping we can use
+
+# Autograd ops (grad_fn names without "Backward<n>") that act on each channel on its own.
+PER_CHANNEL_OPS = frozenset({
+    "relu", "hardtanh", "leakyrelu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid", "tanh",
+    "hardsigmoid", "hardswish", "softplus", "threshold", "clamp", "clampmin", "clampmax", "logsigmoid",
+    "add", "sub", "rsub", "mul", "div", "neg", "abs", "pow", "sqrt", "rsqrt", "exp", "log", "reciprocal", "erf",
+    "maximum", "minimum", "where", "clone", "nativedropout", "tocopy", "alias", "detach",
+    "maxpool1dwithindices", "maxpool2dwithindices", "maxpool3dwithindices", "maxpool2d",
+    "avgpool2d", "avgpool3d", "adaptiveavgpool2d", "adaptiveavgpool3d", "adaptivemaxpool2d",
+    "upsamplenearest2d", "upsamplenearestexact2d", "upsamplebilinear2d", "upsamplebicubic2d",
+    "constantpadnd", "reflectionpad2d", "replicationpad2d",
+})
+# Reductions and dimension ops that are per-channel unless they touch dim 0/1.
+DIM_OPS = frozenset({"mean", "sum", "amax", "amin", "squeeze", "unsqueeze", "softmax"})
+
+
+@dataclass
+class Member:
+    """One place in a group: a module (or op) and the group's channels at its indices."""
+
+    name: str | None
+    module: Any
+    dep: Any
+    idxs: list[int]
+    root_idxs: list[int]
+
+    @property
+    def kind(self) -> Any:
+        return self.dep.target.type
+
+
+@dataclass
+class ChannelGroup:
+    """The coupled channels of one producer, as Torch-Pruning maps them, and what bounds them."""
+
+    root: str
+    channels: int
+    items: list[Member] = field(default_factory=list)
+    producers: list[Member] = field(default_factory=list)  # conv/linear output channels (depthwise too)
+    consumers: list[Member] = field(default_factory=list)  # conv/linear input channels
+    norms: list[Member] = field(default_factory=list)  # BatchNorms on these channels
+    splits: list[Member] = field(default_factory=list)  # chunk ops on these channels (equal parts)
+    output_bound: bool = False  # the channels are (part of) a model output
+    blocked: str = ""  # why no channel of this group can be removed ("" if none)
+
+    @property
+    def members(self) -> list[str]:
+        seen: list[str] = []
+        for item in self.items:
+            if item.name is not None and item.name not in seen:
+                seen.append(item.name)
+        return seen
+
+
+def op_name(node: Any) -> str:
+    fn = getattr(node, "grad_fn", None)
+    name = fn.name() if fn is not None and hasattr(fn, "name") else ""
+    name = name.lower().split("backward")[0]
+    return name
+
+
+def _dim_op_is_per_channel(node: Any) -> bool:
+    fn = node.grad_fn
+    dims = getattr(fn, "_saved_dim", None)
+    sizes = getattr(fn, "_saved_self_sym_sizes", None)
+    if dims is None or sizes is None:
+        return False
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    ndim = len(sizes)
+    return all(0 <= (d + ndim if d < 0 else d) and (d + ndim if d < 0 else d) >= 2 for d in dims)
+
+
+def _layout_change(node: Any) -> bool:
+    """A permute/transpose between channels-first and channels-last (NCHW <-> NHWC, (B,C,L) <-> (B,L,C)):
+    each channel stays one channel, only its position in the layout moves."""
+    fn = node.grad_fn
+    dims = getattr(fn, "_saved_dims", None)
+    if dims is not None:
+        dims, last = tuple(dims), len(dims) - 1
+        return last >= 2 and dims[0] == 0 and (dims[-1] == 1 or dims[1] == last)
+    pair = {getattr(fn, "_saved_dim0", None), getattr(fn, "_saved_dim1", None)}
+    return pair in ({1, -1}, {1, 2}, {1, 3})
+
+
+def _reshape_is_mapped(node: Any) -> bool:
+    """A reshape Torch-Pruning maps (flatten to a linear) or one that only drops 1x1 spatial dims."""
+    if any(m is not None for dep in node.dependencies for m in dep.index_mapping):
+        return True
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return sizes is not None and len(sizes) == 4 and int(sizes[2]) * int(sizes[3]) == 1
+
+
+def split_on_channels(node: Any) -> bool:
+    """A split along dim 1 whose offsets Torch-Pruning knows."""
+    return getattr(node.module, "offsets", None) is not None and getattr(node.grad_fn, "_saved_dim", 1) in (1, -3)
+
+
+def why_blocked(node: Any, names: dict, block_splits: bool = False) -> str:
+    """Why channels cannot pass ``node`` losslessly ("" if they can). ``block_splits``: treat every
+    channel split as fixed (a second attempt after a model whose split size is a constant failed)."""
+    kind = node.type
+    module = node.module
+    label = names.get(module) if isinstance(module, nn.Module) else None
+    where = f" ({label})" if label else ""
+    if isinstance(module, CROSS_CHANNEL_NORMS) or kind in (OPTYPE.LN, OPTYPE.GN, OPTYPE.IN):
+        return (f"coupled through {type(module).__name__}{where}, whose statistics span all channels "
+                "(removing even an all-zero channel changes its output)")
+    if kind in (OPTYPE.MHA, OPTYPE.LSTM, OPTYPE.EMBED, OPTYPE.UNBIND, OPTYPE.EXPAND):
+        return f"channels reach a {kind.name.lower()} op{where} that lrp_plugin does not map channel by channel"
+    if getattr(node, UNMAPPABLE_ATTR, False):
+        return f"Torch-Pruning cannot map channels through this {kind.name.lower()} op (e.g. a channel shuffle's view)"
+    if kind == OPTYPE.SPLIT and not getattr(node, "enable_index_mapping", True):
+        return "a split whose parts are read together (e.g. a channel shuffle) cannot be mapped channel by channel"
+    if kind == OPTYPE.SPLIT and split_on_channels(node):
+        if op_name(node) == "splitwithsizes":
+            return ("channels are split with sizes written in the model's code (torch.split([...])), "
+                    "which a rebuild cannot change")
+        offsets = node.module.offsets
+        if len({b - a for a, b in zip(offsets, offsets[1:])}) > 1:
+            return "channels are split into parts of unequal size, which a rebuild cannot keep in proportion"
+        if block_splits:
+            return "channels are split with a size written in the model's code (split(n) rather than chunk)"
+    if kind == OPTYPE.RESHAPE and not _reshape_is_mapped(node):
+        return (f"channels pass a reshape/view ({op_name(node) or 'view'}) that regroups them (e.g. a channel "
+                "shuffle or an attention reshape)")
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
+        depthwise = module.groups == module.in_channels == module.out_channels
+        if not depthwise and (module.transposed or module.groups == module.out_channels):
+            return f"grouped conv{where} with groups={module.groups} in a layout lrp_plugin does not prune"
+    if kind == OPTYPE.ELEMENTWISE:
+        name = op_name(node)
+        if name in PER_CHANNEL_OPS or (name in DIM_OPS and _dim_op_is_per_channel(node)):
+            return ""
+        if name in ("permute", "transpose") and _layout_change(node):
+            return ""
+        return f"channels reach the op {name or 'unknown'!r}, which mixes or reorders channels"
+    return ""
+
+
+class GroupWalker:
+    """Builds groups on one traced graph; each walk is bounded in time and memory."""
+
+    def __init__(self, graph: tp.DependencyGraph, model: nn.Module, *, seconds: float | None = None,
+                 memory_bytes: int | None = None, block_splits: bool = False):
+        self.graph = graph
+        self.block_splits = block_splits
+        self.stale = False  # True when pruned part sizes make the index mappings out of date
+        self.names = {m: n for n, m in model.named_modules()}
+        self.seconds, self.memory_bytes = seconds, memory_bytes
+        refresh_index_mapping(graph)
+
+    def refresh(self) -> None:
+        """After a group was pruned, offsets of concats/splits change: recompute them."""
+        refresh_index_mapping(self.graph)
+
+    def out_fn(self, module: nn.Module):
+        return self.graph.get_pruner_of_module(module).prune_out_channels
+
+    def group_of(self, module: nn.Module, idxs: Iterable[int] | None = None) -> ChannelGroup:
+        """The group of ``module``'s output channels ``idxs`` (all by default); never raises for the graph."""
+        name = self.names.get(module, type(module).__name__)
+        channels = self.graph.get_out_channels(module)
+        idxs = list(range(channels)) if idxs is None else list(idxs)
+        group = ChannelGroup(root=name, channels=channels)
+        try:
+            with bounded(self.seconds, self.memory_bytes):
+                self._walk(module, idxs, group)
+        except BudgetExceeded:
+            group.blocked = ("following its channels through the graph exceeded the analysis bound "
+                             "(time/memory): an op Torch-Pruning maps into very many indices")
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's mapping code failing on an op we cannot map
+            group.blocked = f"Torch-Pruning could not map its channels ({type(exc).__name__}: {exc})"
+        if group.blocked:
+            group.items, group.producers, group.consumers, group.norms = [], [], [], []
+        return group
+
+    def _walk(self, module: nn.Module, idxs: list[int], group: ChannelGroup) -> None:
+        graph = self.graph
+        node = graph.module2node[module]
+        fn = self.out_fn(module)
+        root = tp.dependency.Dependency(fn, fn, source=node, target=node)
+        start = [HybridIndex(idx=i, root_idx=i) for i in idxs]
+        ordered: list[tuple[Any, list]] = [(root, start)]
+        seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset(i.idx for i in start)]}
+        stack = [(root, start)]
+        while stack:
+            dep, current = stack.pop()
+            for nxt in dep.target.dependencies:
+                if not nxt.is_triggered_by(dep.handler):
+                    continue
+                mapped = current
+                for mapping in nxt.index_mapping:
+                    if mapping is not None:
+                        mapped = mapping(mapped)
+                if not mapped:
+                    continue
+                if len(mapped) > MAX_INDICES:
+                    raise BudgetExceeded
+                target = nxt.target
+                if target.type == OPTYPE.OUTPUT:
+                    group.output_bound = True
+                    continue
+                if target.type == OPTYPE.ELEMENTWISE and not target.inputs:
+                    continue  # an op on a weight (a linear's transposed weight), not on activations
+                reason = why_blocked(target, self.names, self.block_splits)
+                if reason:
+                    group.blocked = reason
+                    return
+                key, signature = (target, nxt.handler), frozenset(i.idx for i in mapped)
+                if signature in seen.setdefault(key, []):
+                    continue
+                seen[key].append(signature)
+                ordered.append((nxt, mapped))
+                stack.append((nxt, mapped))
+        self._collect(ordered, group)
+
+    def _collect(self, ordered: list[tuple[Any, list]], group: ChannelGroup) -> None:
+        """Merge the walk per (target, handler), as Torch-Pruning does, and sort members by role."""
+        merged: dict[tuple[Any, Any], tuple[Any, dict[int, int]]] = {}
+        for dep, idxs in ordered:
+            entry = merged.setdefault((dep.target, dep.handler), (dep, {}))
+            for i in idxs:
+                entry[1].setdefault(i.idx, i.root_idx)
+        graph = self.graph
+        for dep, pairs in merged.values():
+            module = dep.target.module
+            name = self.names.get(module) if isinstance(module, nn.Module) else None
+            member = Member(name=name, module=module, dep=dep, idxs=list(pairs), root_idxs=list(pairs.values()))
+            group.items.append(member)
+            if isinstance(module, PRODUCER_TYPES):
+                if graph.is_out_channel_pruning_fn(dep.handler):
+                    group.producers.append(member)
+                elif graph.is_in_channel_pruning_fn(dep.handler):
+                    group.consumers.append(member)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                group.norms.append(member)
+            elif member.kind == OPTYPE.SPLIT and split_on_channels(dep.target):
+                group.splits.append(member)
+
+
+def grouped_conv(module: Any) -> bool:
+    """A conv with 1 < groups that Torch-Pruning does not treat as depthwise (ResNeXt, RegNet)."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+            and not (module.groups == module.in_channels == module.out_channels))

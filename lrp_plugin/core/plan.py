@@ -1,0 +1,278 @@
+"""Per-group decisions: which channels go, which stay, and what constants are folded.
+
+For one ``ChannelGroup`` the planner merges the producers' keep-masks (union: the paper;
+intersection: its ablation), keeps every producer at least one channel, balances grouped
+convs (each conv group needs the same channel count), rounds counts up (``round_to``), and,
+given the values the removed channels carry at each consumer (measured on the masked model),
+keeps the ones that are not constant and plans folds for the constant ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .groups import ChannelGroup, Member, grouped_conv
+from .report import GroupRecord
+
+
+@dataclass
+class ConstantFold:
+    """A removed channel that is a constant ``value`` at ``consumer`` input index ``idx``.
+
+    ``into_idx`` is None to fold into the consumer's bias, else the consumer input index of
+    the kept representative channel (value ``into_value``) whose weights absorb this one.
+    """
+
+    consumer: str
+    idx: int
+    root: int
+    value: float
+    into_idx: int | None = None
+    into_value: float = 0.0
+
+
+@dataclass
+class GroupPlan:
+    """What happens to one group: the root indices removed, and the folds that make it exact."""
+
+    group: ChannelGroup
+    record: GroupRecord
+    keep: torch.Tensor  # bool over root channels
+    folds: list[ConstantFold] = field(default_factory=list)
+    representatives: dict[int, list[int]] = field(default_factory=dict)  # kept root -> roots it stands for
+
+    @property
+    def remove(self) -> list[int]:
+        return torch.nonzero(~self.keep).flatten().tolist()
+
+
+def merge_votes(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_layers: set[str],
+                merge: str) -> tuple[torch.Tensor, dict[str, int | None], list[str], str]:
+    """Union/intersection of the producers' keep-masks over the group's root channels."""
+    channels = group.channels
+    fixed = torch.zeros(channels, dtype=torch.bool)
+    removed_votes = torch.zeros(channels, dtype=torch.long)
+    kept_votes = torch.zeros(channels, dtype=torch.long)
+    kept_by: dict[str, int | None] = {}
+    used: list[str] = []
+    note = "channels that are model outputs are kept" if group.output_bound else ""
+    if group.output_bound:
+        fixed[:] = True
+    for member in group.producers:
+        keep = masks.get(member.name) if member.name is not None else None
+        roots = torch.tensor(member.root_idxs, dtype=torch.long)
+        if keep is None or member.name in output_layers:
+            fixed[roots] = True
+            kept_by[member.name or type(member.module).__name__] = None
+            if keep is not None and not bool(keep.all()):
+                note = f"{member.name} feeds a model output; its mask is not applied physically"
+            continue
+        used.append(member.name)
+        kept_by[member.name] = int(keep.sum())
+        votes = keep[torch.tensor(member.idxs, dtype=torch.long)]
+        kept_votes.index_add_(0, roots, votes.long())
+        removed_votes.index_add_(0, roots, (~votes).long())
+    if merge == "union":
+        keep = fixed | (kept_votes > 0) | (removed_votes == 0)
+    else:
+        keep = fixed | (removed_votes == 0)
+    return keep, kept_by, used, note
+
+
+def keep_each_producer_alive(group: ChannelGroup, keep: torch.Tensor) -> int:
+    """Never leave a producer (a concat part, a whole group) with zero channels."""
+    added = 0
+    for member in group.producers or []:
+        roots = member.root_idxs
+        if roots and not bool(keep[roots].any()):
+            keep[roots[0]] = True
+            added += 1
+    if not bool(keep.any()):
+        keep[0] = True
+        added += 1
+    return added
+
+
+def balance_grouped_convs(group: ChannelGroup, keep: torch.Tensor) -> int:
+    """Grouped convs need the same channel count in every conv group: keep extra (zero) channels."""
+    added = 0
+    changed = True
+    while changed:
+        changed = False
+        for member in group.items:
+            module = member.module
+            if not grouped_conv(module):
+                continue
+            is_out = member in group.producers
+            width = (module.out_channels if is_out else module.in_channels) // module.groups
+            per_group: dict[int, list[tuple[int, int]]] = {}
+            for idx, root in zip(member.idxs, member.root_idxs):
+                per_group.setdefault(idx // width, []).append((idx, root))
+            for g in range(module.groups):
+                per_group.setdefault(g, [])
+            # channels of the conv group outside this group are kept anyway
+            kept = {g: width - len(pairs) + sum(bool(keep[r]) for _, r in pairs) for g, pairs in per_group.items()}
+            target = max(max(kept.values()), 1)
+            for g, pairs in per_group.items():
+                for _, root in pairs:
+                    if kept[g] >= target:
+                        break
+                    if not bool(keep[root]):
+                        keep[root] = True
+                        kept[g] += 1
+                        added += 1
+                        changed = True
+    return added
+
+
+def balance_splits(group: ChannelGroup, keep: torch.Tensor) -> int:
+    """A chunk into n parts stays a chunk into n equal parts: keep extra (zero) channels to even them."""
+    added = 0
+    for member in group.splits:
+        offsets = member.dep.target.module.offsets
+        parts: list[list[int]] = [[] for _ in offsets[:-1]]
+        for idx, root in zip(member.idxs, member.root_idxs):
+            for p, (a, b) in enumerate(zip(offsets, offsets[1:])):
+                if a <= idx < b:
+                    parts[p].append(root)
+        size = offsets[1] - offsets[0]
+        kept = [size - len(roots) + sum(bool(keep[r]) for r in roots) for roots in parts]
+        target = max(max(kept), 1)
+        for p, roots in enumerate(parts):
+            for root in roots:
+                if kept[p] >= target:
+                    break
+                if not bool(keep[root]):
+                    keep[root] = True
+                    kept[p] += 1
+                    added += 1
+    return added
+
+
+def balance(group: ChannelGroup, keep: torch.Tensor) -> int:
+    """Grouped convs and chunks both need equal counts; evening one can unbalance the other."""
+    added, step = 0, -1
+    while step != 0:
+        step = balance_grouped_convs(group, keep) + balance_splits(group, keep)
+        added += step
+    return added
+
+
+def round_up(keep: torch.Tensor, round_to: int | None) -> int:
+    """Keep extra (masked, all-zero) channels until the count is a multiple of ``round_to``."""
+    if not round_to or int(keep.sum()) % round_to == 0:
+        return 0
+    missing = round_to - int(keep.sum()) % round_to
+    extra = torch.nonzero(~keep).flatten()[:missing]
+    keep[extra] = True
+    return int(extra.numel())
+
+
+# -- constants carried by removed channels -------------------------------------------------
+@dataclass
+class ChannelValue:
+    """What one consumer input channel held over the example inputs (batch and positions)."""
+
+    low: float
+    high: float
+
+    def constant(self) -> float | None:
+        scale = max(abs(self.low), abs(self.high), 1e-30)
+        return (self.low + self.high) / 2 if self.high - self.low <= 1e-6 * scale else None
+
+
+def needs_representative(module: nn.Module) -> bool:
+    """Zero padding sees a constant channel as smaller at the borders: a bias cannot stand in."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return False
+    padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
+    return module.padding == "same" or any(int(p) > 0 for p in padding if not isinstance(p, str))
+
+
+def plan_constants(plan: GroupPlan, values: Mapping[tuple[str, int], ChannelValue],
+                   modules: Mapping[str, nn.Module]) -> None:
+    """Keep removed channels that are not constant at some consumer; fold the constant ones.
+
+    Zero-padded consumers get one kept *representative* channel per group whose consumer
+    weights absorb the others (exact, padding included); other consumers fold into a bias.
+    """
+    removed = set(plan.remove)
+    if not removed:
+        return
+    per_root: dict[int, list[tuple[Member, int, float]]] = {r: [] for r in removed}
+    not_constant: set[int] = set()
+    for member in plan.group.consumers:
+        for idx, root in zip(member.idxs, member.root_idxs):
+            if root not in removed:
+                continue
+            seen = values.get((member.name, idx))
+            value = seen.constant() if seen is not None else None
+            if value is None:
+                not_constant.add(root)
+            else:
+                per_root[root].append((member, idx, value))
+    for root in not_constant:
+        plan.keep[root] = True
+        plan.record.not_constant_kept += 1
+    carried = {r: uses for r, uses in per_root.items() if r not in not_constant and any(v != 0 for _, _, v in uses)}
+    if not carried:
+        return
+    padded = {m.name for uses in carried.values() for m, _, v in uses
+              if needs_representative(modules[m.name]) and v != 0}
+    if any(grouped_conv(modules[name]) for name in padded):  # a representative cannot serve every conv group
+        for root in carried:
+            plan.keep[root] = True
+            plan.record.not_constant_kept += 1
+        return
+    representative = None
+    if padded:
+        for root, uses in sorted(carried.items()):
+            if all(v != 0 for m, _, v in uses if m.name in padded) and {m.name for m, _, _ in uses} >= padded:
+                representative = root
+                break
+        if representative is None:  # no channel is non-zero at every padded consumer: keep them all
+            for root in carried:
+                plan.keep[root] = True
+                plan.record.not_constant_kept += 1
+            return
+        plan.keep[representative] = True
+        plan.representatives[representative] = sorted(carried)
+        plan.record.constant_channels_kept += 1
+    rep_at = {m.name: (idx, v) for m, idx, v in carried.get(representative, [])}
+    for root, uses in carried.items():
+        if root == representative:
+            continue
+        for member, idx, value in uses:
+            if value == 0:
+                continue
+            into_idx, into_value = rep_at.get(member.name, (None, 0.0)) if member.name in padded else (None, 0.0)
+            plan.folds.append(ConstantFold(consumer=member.name, idx=idx, root=root, value=value,
+                                           into_idx=into_idx, into_value=into_value))
+        plan.record.constants_folded += 1
+
+
+def finalize(plan: GroupPlan, round_to: int | None) -> None:
+    """Re-round after constants kept channels; a channel kept after all carries its own value."""
+    plan.record.zero_channels_kept += balance(plan.group, plan.keep)
+    plan.record.zero_channels_kept += round_up(plan.keep, round_to) + balance(plan.group, plan.keep)
+    plan.folds = [f for f in plan.folds if not bool(plan.keep[f.root])]
+    plan.record.constants_folded = len({f.root for f in plan.folds})
+    plan.record.channels_after = int(plan.keep.sum())
+
+
+def plan_group(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_layers: set[str], merge: str,
+               round_to: int | None) -> tuple[GroupPlan, list[str]]:
+    """The structural plan of one group (before constants are measured) and the masked producers it used."""
+    keep, kept_by, used, note = merge_votes(group, masks, output_layers, merge)
+    zero_kept = keep_each_producer_alive(group, keep)
+    zero_kept += balance(group, keep)
+    zero_kept += round_up(keep, round_to)
+    zero_kept += balance(group, keep)
+    record = GroupRecord(root=group.root, members=group.members, channels_before=group.channels,
+                         channels_after=int(keep.sum()), kept_by_producer=kept_by, zero_channels_kept=zero_kept,
+                         note=note)
+    return GroupPlan(group=group, record=record, keep=keep), used
