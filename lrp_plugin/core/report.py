@@ -99,7 +99,8 @@ class ReconstructionReport:
                          f"{self.not_constant_kept} non-constant channels kept")
         if self.skipped:
             reasons = sorted(set(self.skipped.values()))
-            lines.append(f"  skipped: {len(self.skipped)} groups kept whole ({reasons[0]}{' ...' if len(reasons) > 1 else ''})")
+            more = " ..." if len(reasons) > 1 else ""
+            lines.append(f"  skipped: {len(self.skipped)} groups kept whole ({reasons[0]}{more})")
         if self.worst_group:
             lines.append(f"  worst group: {self.worst_group}")
         width = max([len(g.root) for g in self.groups] + [10])
