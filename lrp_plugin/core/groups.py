@@ -21,6 +21,7 @@ from .budget import BudgetExceeded, bounded
 from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES
 
 MAX_INDICES = 2_000_000  # a mapping that grows past this is not a channel mapping we can use
+MAX_STEPS = 20_000  # dependencies followed per group: real groups need far fewer (resnet50's largest: ~400)
 
 # Autograd ops (grad_fn names without "Backward<n>") that act on each channel on its own.
 PER_CHANNEL_OPS = frozenset({
@@ -32,6 +33,8 @@ PER_CHANNEL_OPS = frozenset({
     "avgpool2d", "avgpool3d", "adaptiveavgpool2d", "adaptiveavgpool3d", "adaptivemaxpool2d",
     "upsamplenearest2d", "upsamplenearestexact2d", "upsamplebilinear2d", "upsamplebicubic2d",
     "constantpadnd", "reflectionpad2d", "replicationpad2d",
+    # functional batch norm (timm's BatchNormAct2d runs it inside the module, whose output is the act's)
+    "nativebatchnorm", "cudnnbatchnorm", "batchnorm",
 })
 # Reductions and dimension ops that are per-channel unless they touch dim 0/1.
 DIM_OPS = frozenset({"mean", "sum", "amax", "amin", "squeeze", "unsqueeze", "softmax"})
@@ -118,9 +121,20 @@ def split_on_channels(node: Any) -> bool:
     return getattr(node.module, "offsets", None) is not None and getattr(node.grad_fn, "_saved_dim", 1) in (1, -3)
 
 
-def why_blocked(node: Any, names: dict, block_splits: bool = False) -> str:
-    """Why channels cannot pass ``node`` losslessly ("" if they can). ``block_splits``: treat every
-    channel split as fixed (a second attempt after a model whose split size is a constant failed)."""
+def custom_layer(module: Any) -> bool:
+    """A conv/linear subclass with its own forward (weight standardization, scaled gains ...):
+    removing its channels may change what that forward computes from the rest."""
+    if not isinstance(module, PRODUCER_TYPES):
+        return False
+    base = nn.Linear if isinstance(module, nn.Linear) else next(
+        c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+    return type(module).forward is not base.forward
+
+
+def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
+    """Why channels cannot pass ``node`` losslessly ("" if they can). ``cautious`` (the cautious
+    second attempt, after a first rebuild failed): also treat every channel split and every custom
+    conv/linear subclass as fixed."""
     kind = node.type
     module = node.module
     label = names.get(module) if isinstance(module, nn.Module) else None
@@ -141,11 +155,13 @@ def why_blocked(node: Any, names: dict, block_splits: bool = False) -> str:
         offsets = node.module.offsets
         if len({b - a for a, b in zip(offsets, offsets[1:])}) > 1:
             return "channels are split into parts of unequal size, which a rebuild cannot keep in proportion"
-        if block_splits:
+        if cautious:
             return "channels are split with a size written in the model's code (split(n) rather than chunk)"
     if kind == OPTYPE.RESHAPE and not _reshape_is_mapped(node):
         return (f"channels pass a reshape/view ({op_name(node) or 'view'}) that regroups them (e.g. a channel "
                 "shuffle or an attention reshape)")
+    if cautious and custom_layer(module):
+        return f"{label or type(module).__name__} is a {type(module).__name__} with its own forward"
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
         depthwise = module.groups == module.in_channels == module.out_channels
         if not depthwise and (module.transposed or module.groups == module.out_channels):
@@ -164,13 +180,34 @@ class GroupWalker:
     """Builds groups on one traced graph; each walk is bounded in time and memory."""
 
     def __init__(self, graph: tp.DependencyGraph, model: nn.Module, *, seconds: float | None = None,
-                 memory_bytes: int | None = None, block_splits: bool = False):
+                 memory_bytes: int | None = None, cautious: bool = False):
         self.graph = graph
-        self.block_splits = block_splits
+        self.cautious = cautious
         self.stale = False  # True when pruned part sizes make the index mappings out of date
+        self._activations: dict[Any, bool] = {}
         self.names = {m: n for n, m in model.named_modules()}
         self.seconds, self.memory_bytes = seconds, memory_bytes
         refresh_index_mapping(graph)
+
+    def carries_activations(self, node: Any) -> bool:
+        """False for op nodes computed from parameters (or the raw input) alone, e.g. a linear's
+        transposed weight or a conv's weight standardization: no layer upstream."""
+        memo = self._activations
+        stack = [(node, False)]
+        while stack:  # iterative post-order: graphs are deep
+            current, expanded = stack.pop()
+            if current in memo:
+                continue
+            if current.module in self.names:  # a layer of the model (Torch-Pruning's op nodes are not)
+                memo[current] = True
+            elif current.type == OPTYPE.PARAMETER or not current.inputs:
+                memo[current] = False
+            elif expanded:
+                memo[current] = any(memo.get(n, False) for n in current.inputs)
+            else:
+                stack.append((current, True))
+                stack.extend((n, False) for n in current.inputs if n not in memo)
+        return memo[node]
 
     def refresh(self) -> None:
         """After a group was pruned, offsets of concats/splits change: recompute them."""
@@ -185,6 +222,9 @@ class GroupWalker:
         channels = self.graph.get_out_channels(module)
         idxs = list(range(channels)) if idxs is None else list(idxs)
         group = ChannelGroup(root=name, channels=channels)
+        if self.cautious and custom_layer(module):
+            group.blocked = f"{name} is a {type(module).__name__} with its own forward"
+            return group
         try:
             with bounded(self.seconds, self.memory_bytes):
                 self._walk(module, idxs, group)
@@ -206,8 +246,12 @@ class GroupWalker:
         ordered: list[tuple[Any, list]] = [(root, start)]
         seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset(i.idx for i in start)]}
         stack = [(root, start)]
+        steps = 0
         while stack:
             dep, current = stack.pop()
+            steps += 1
+            if steps > MAX_STEPS:
+                raise BudgetExceeded
             for nxt in dep.target.dependencies:
                 if not nxt.is_triggered_by(dep.handler):
                     continue
@@ -223,9 +267,9 @@ class GroupWalker:
                 if target.type == OPTYPE.OUTPUT:
                     group.output_bound = True
                     continue
-                if target.type == OPTYPE.ELEMENTWISE and not target.inputs:
-                    continue  # an op on a weight (a linear's transposed weight), not on activations
-                reason = why_blocked(target, self.names, self.block_splits)
+                if not self.carries_activations(target):
+                    continue  # ops on weights (a linear's transposed weight, weight standardization)
+                reason = why_blocked(target, self.names, self.cautious)
                 if reason:
                     group.blocked = reason
                     return
@@ -249,6 +293,11 @@ class GroupWalker:
             module = dep.target.module
             name = self.names.get(module) if isinstance(module, nn.Module) else None
             member = Member(name=name, module=module, dep=dep, idxs=list(pairs), root_idxs=list(pairs.values()))
+            limit = _channel_count(graph, module, dep.handler)
+            if limit is not None and pairs and (max(pairs) >= limit or max(pairs.values()) >= group.channels):
+                group.blocked = (f"Torch-Pruning mapped channel indices outside the channels of "
+                                 f"{name or type(module).__name__} (an op it misreads, e.g. an add into a slice)")
+                return
             group.items.append(member)
             if isinstance(module, PRODUCER_TYPES):
                 if graph.is_out_channel_pruning_fn(dep.handler):
@@ -259,6 +308,18 @@ class GroupWalker:
                 group.norms.append(member)
             elif member.kind == OPTYPE.SPLIT and split_on_channels(dep.target):
                 group.splits.append(member)
+
+
+def _channel_count(graph: tp.DependencyGraph, module: Any, handler: Any) -> int | None:
+    """How many channels the handler's side of ``module`` has (None where Torch-Pruning does not say)."""
+    if not isinstance(module, nn.Module):
+        return None
+    try:
+        if graph.is_out_channel_pruning_fn(handler):
+            return graph.get_out_channels(module)
+        return graph.get_in_channels(module)
+    except Exception:  # noqa: BLE001 - a module type Torch-Pruning has no channel count for
+        return None
 
 
 def grouped_conv(module: Any) -> bool:

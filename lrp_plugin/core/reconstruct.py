@@ -79,11 +79,12 @@ def reconstruct(
     options = _Options(example_inputs, forward_fn, merge, verify, strict, mask_bn, fold_constants, tolerance,
                        round_to)
     try:
-        result = _rebuild(target, masks, options, block_splits=False)
-    except _SplitSizeSuspect as suspect:
-        # a split whose size is a constant in the model's code: rebuild with split channels kept
-        result = _rebuild(target, masks, options, block_splits=True)
-        result.report.notes.append(f"split channels kept whole: the first rebuild failed ({suspect})")
+        result = _rebuild(target, masks, options, cautious=False)
+    except _RebuildFailed as failed:
+        # the model's own code fixed a channel count (a split size, a custom layer's extra
+        # parameters): rebuild once more with split and custom-layer channels kept whole
+        result = _rebuild(target, masks, options, cautious=True)
+        result.report.notes.append(f"split and custom-layer channels kept whole: the first rebuild failed ({failed})")
     if inplace:
         remove_masks(target)
         adopt_shapes(target, result.model)
@@ -104,20 +105,20 @@ class _Options:
     round_to: int | None
 
 
-class _SplitSizeSuspect(Exception):
-    """The rebuilt model failed after channels inside split parts were removed (internal: retried)."""
+class _RebuildFailed(Exception):
+    """The rebuilt model failed to run or to match (internal: retried once, cautiously)."""
 
 
-def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, block_splits: bool) -> ReconstructionResult:
+def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious: bool) -> ReconstructionResult:
     # 1. the masked model (a copy) is the reference
     masks = masks.copy()
     work = copy.deepcopy(target)
     remove_masks(work)
     x, forward_fn = opt.example_inputs, opt.forward_fn
     probe = probe_model(work, x, forward_fn)
-    walker = GroupWalker(build_graph(work, x, forward_fn), work, block_splits=block_splits)
-    # on the second attempt the split groups are kept whole: skipped, not refused
-    groups, skipped = _masked_groups(walker, work, masks, probe.output_layers, opt.strict and not block_splits)
+    walker = GroupWalker(build_graph(work, x, forward_fn), work, cautious=cautious)
+    # on the cautious attempt the groups it blocks are kept whole: skipped, not refused
+    groups, skipped = _masked_groups(walker, work, masks, probe.output_layers, opt.strict and not cautious)
     if opt.mask_bn:
         masks.norm_layers.update({c: b for c, b in probe.norm_after.items() if c not in masks.norm_layers})
         masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers,
@@ -140,7 +141,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, block_spl
             plan_constants(plan, values, modules)
     for plan in plans:
         finalize(plan, opt.round_to)
-    split_pruned = any(plan.remove and plan.group.splits for plan in plans)
+    retry = not cautious and opt.strict and (opt.mask_bn or opt.fold_constants) and opt.merge == "union"
 
     # 4. fold and remove
     original_shapes = tensor_shapes(work)
@@ -157,8 +158,8 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, block_spl
     try:
         macs_after, params_after = count_macs_params(work, x, forward_fn)
     except Exception as exc:  # noqa: BLE001 - the model's own code refused the new channel counts
-        if split_pruned:
-            raise _SplitSizeSuspect(f"{type(exc).__name__}: {exc}") from exc
+        if retry:
+            raise _RebuildFailed(f"{type(exc).__name__}: {exc}") from exc
         raise LosslessError(f"the rebuilt model no longer runs ({type(exc).__name__}: {exc}): its code fixes "
                             "a channel count that pruning changed; exclude that layer (ignored_layers)") from exc
     report = ReconstructionReport(
@@ -175,8 +176,8 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, block_spl
         try:
             verify_outputs(work, check, plans, report)
         except LosslessError as exc:
-            if split_pruned:
-                raise _SplitSizeSuspect(str(exc)) from exc
+            if retry:
+                raise _RebuildFailed(str(exc).split(";")[0]) from exc
             raise
     return ReconstructionResult(model=work, report=report, masks=masks)
 
