@@ -245,8 +245,8 @@ def test_import_lrp_plugin_does_not_import_openmmlab():
 def test_shipped_configs_load_with_paper_schedules():
     from mmengine.config import Config
 
-    det = sorted((REPO / "configs" / "mmdet").glob("yolov3_d53_cr*_voc*.py"))
-    seg = sorted((REPO / "configs" / "mmseg").glob("fcn_r101-d8_cr03_*.py"))
+    det = sorted((REPO / "lrp_plugin" / "configs" / "mmdet").glob("yolov3_d53_cr*_voc*.py"))
+    seg = sorted((REPO / "lrp_plugin" / "configs" / "mmseg").glob("fcn_r101-d8_cr03_*.py"))
     want = {(c, r) for c in ("l1", "l2", "gm") for r in (0.5, 0.9)}
     found = set()
     for path in det:
