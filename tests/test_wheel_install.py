@@ -57,8 +57,10 @@ def installed(tmp_path_factory) -> Path:
     py = env_dir / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (site / "reuse_test_env.pth").write_text("\n".join(sorted(ours)) + "\n")  # appended after the venv's own
+    # this environment's site dirs (and those its own .pth files add), never a source checkout
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+                          *(p for p in sys.path if p.endswith("site-packages"))])
+    (site / "reuse_test_env.pth").write_text("\n".join(ours) + "\n")  # appended after the venv's own
     # --ignore-installed: never uninstall the editable lrp_plugin this environment has
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
                     "--ignore-installed", str(wheel)], check=True, cwd=tmp)
@@ -83,7 +85,8 @@ def test_wheel_ships_configs_and_works_outside_the_repo(installed, tmp_path):
     shipped = {p.relative_to(REPO / "lrp_plugin" / "configs").as_posix()
                for p in (REPO / "lrp_plugin" / "configs").glob("*/*") if p.suffix in (".py", ".json")}
     assert set(got["configs"]) == shipped and len(shipped) == 18
-    assert got["config_list"] == json.loads((REPO / "lrp_plugin/configs/nni/resnet_cr0.5.json").read_text())
+    shipped_list = json.loads((REPO / "lrp_plugin/configs/nni/resnet_cr0.5.json").read_text())["config_list"]
+    assert got["config_list"] == shipped_list
     assert got["hook"] == dict(type="LosslessPruningHook", criterion="l1", ratio=0.5, input_size=416)
     assert got["num_classes"] == 20 and got["imports"] == ["lrp_plugin.integrations.mmengine"]
 
