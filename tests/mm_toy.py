@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, METRICS, MODELS
+from mmengine.utils import import_modules_from_strings
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -82,10 +83,11 @@ class ToyAccuracy(BaseMetric):
 
 
 def toy_config(work_dir: Path, max_iters: int = 2, **hook) -> Config:
-    """A complete Runner config: ToyConvNet on ToyImages with LosslessPruningHook."""
+    """A complete Runner config: ToyConvNet on ToyImages with LosslessPruningHook; its
+    ``custom_imports`` are imported here, as ``Config.fromfile`` does for a config file."""
     loader = dict(dataset=dict(type="ToyImages"), sampler=dict(type="DefaultSampler", shuffle=False),
                   collate_fn=dict(type="default_collate"), batch_size=2, num_workers=0)
-    return Config(dict(
+    cfg = Config(dict(
         model=dict(type="ToyConvNet"),
         work_dir=str(work_dir),
         train_dataloader=loader,
@@ -102,3 +104,5 @@ def toy_config(work_dir: Path, max_iters: int = 2, **hook) -> Config:
                                                          **hook})],
         randomness=dict(seed=0),
     ))
+    import_modules_from_strings(**cfg.custom_imports)
+    return cfg

@@ -11,15 +11,41 @@ from _extras import require
 from mm_runner import SIZE, max_rel, pruning_hook, tensor_out, yolo_config
 
 require("mmengine")
-require("mmcv.ops")
-require("mmdet")
-
-pytestmark = pytest.mark.slow
 
 
+def test_moved_work_dir_small_model(tmp_path):
+    """The same on the small model (seconds): Runner.test on the moved pruned.py computes what
+    the trained masked model computed, with the weights of the moved pruned.pth."""
+    from mm_toy import toy_config
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = toy_config(tmp_path / "work")
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = pruning_hook(runner)
+    work = Path(cfg.work_dir)
+    assert str(work) not in (work / "pruned.py").read_text()
+    moved = tmp_path / "copied" / "to" / "jetson"
+    shutil.copytree(work, moved)
+    shutil.rmtree(work)
+    test_cfg = Config.fromfile(moved / "pruned.py")
+    assert test_cfg.model.lrp_spec == test_cfg.load_from == str(moved / "pruned.pth")
+    test_cfg.work_dir = str(tmp_path / "test")
+    tester = Runner.from_cfg(test_cfg)
+    assert set(tester.test()) == {"accuracy"}
+    assert sum(p.numel() for p in tester.model.parameters()) == hook.report.params_after
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(tester.model.eval().logits(x), runner.model.eval().logits(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_pruned_config_survives_moving_the_work_dir(tmp_path):
     """Train one iteration, move the work dir elsewhere, run Runner.test (tools/test.py's path)
     on the moved pruned.py: it finds pruned.pth beside itself, not at the old absolute path."""
+    require("mmcv.ops")
+    require("mmdet")
     from mmengine.config import Config
     from mmengine.runner import Runner
 
