@@ -131,7 +131,7 @@ class LosslessPruningHook(Hook):
             self._reconstruct_in_place(runner, model, adapter, x)
 
     def _reconstruct_in_place(self, runner, model: nn.Module, adapter: Adapter, x: torch.Tensor) -> None:
-        if runner.model is not model:
+        if runner.model is not model:  # DDP (or another wrapper) holds the old parameters and buckets
             raise InvalidArgumentError(
                 "order='reconstruct_then_finetune' cannot rebuild a model already wrapped in DDP: run one "
                 "single-process job with this order first (a few iterations), then fine-tune the pruned "
