@@ -59,6 +59,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(config: Path, work: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    """The README's CPU command, 2 processes, in a subprocess."""
+    paths = [str(extra_path) if extra_path else None, str(TESTS), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "lrp_plugin.integrations.mmengine.train_cpu",
+           str(config), "--work-dir", str(work)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=config.parent, timeout=600)
+
+
 def test_two_cpu_processes_hold_masks_and_rank0_writes(tmp_path):
     from mm_toy import toy_config
 
@@ -72,12 +82,7 @@ def test_two_cpu_processes_hold_masks_and_rank0_writes(tmp_path):
     cfg.dump(str(tmp_path / "dist.py"))
     work = tmp_path / "work"
 
-    paths = [str(tmp_path / "probe"), str(TESTS), os.environ.get("PYTHONPATH")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, paths)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "lrp_plugin.integrations.mmengine.train_cpu",
-           str(tmp_path / "dist.py"), "--work-dir", str(work)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    result = _torchrun(tmp_path / "dist.py", work, extra_path=tmp_path / "probe")
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
 
     ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -94,6 +99,19 @@ def test_two_cpu_processes_hold_masks_and_rank0_writes(tmp_path):
     allow_mmengine_checkpoints()  # the message hub's HistoryBuffer (nothing else unpickles)
     saved = torch.load(work / "iter_2.pth", map_location="cpu", weights_only=True)["meta"]["lrp"]["masks"]
     assert {k: int(v.sum()) for k, v in saved["masks"].items()} == ranks[0]["kept"]
+
+
+def test_reconstruct_first_is_refused_under_ddp(tmp_path):
+    """The model cannot be rebuilt inside DDP: a clear error on the ranks, no pruned files."""
+    from mm_toy import toy_config
+
+    cfg = toy_config(tmp_path / "unused", order="reconstruct_then_finetune")
+    cfg.pop("work_dir")
+    cfg.dump(str(tmp_path / "dist.py"))
+    result = _torchrun(tmp_path / "dist.py", tmp_path / "work")
+    assert result.returncode != 0
+    assert "cannot rebuild a model already wrapped in DDP" in result.stdout + result.stderr
+    assert not list((tmp_path / "work").glob("pruned*"))
 
 
 def test_train_cpu_outside_torchrun_names_the_command(tmp_path):
