@@ -64,6 +64,9 @@ def test_pruned_config_survives_moving_the_work_dir(tmp_path):
     test_cfg = Config.fromfile(moved / "pruned.py")
     assert test_cfg.model.lrp_spec == test_cfg.load_from == str(moved / "pruned.pth")
     test_cfg.work_dir = str(tmp_path / "test")
+    # tools/test.py is a fresh process; in this one the training run's visualizer (the stock
+    # config names it 'visualizer', a process-wide instance) still writes into the old work dir
+    test_cfg.visualizer.name = "after-the-move"
     tester = Runner.from_cfg(test_cfg)
     metrics = tester.test()
     assert isinstance(metrics, dict)  # random weights: CocoMetric may find no detection to score
