@@ -15,7 +15,7 @@ import lrp_plugin as lrp  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def test_fcn_pruned_checkpoint_loads_strictly_into_stock_syncbnyolo_config(tmp_path):
+def test_fcn_pruned_checkpoint_loads_strictly_into_stock_syncbn_config(tmp_path):
     """mmseg: the pruned FCN (decode + auxiliary heads) from the stock SyncBN config, rebuilt by
     LRPPruned under the mmseg scope, loads with MMEngine's own checkpoint loader and matches."""
     require("mmseg")
