@@ -82,12 +82,41 @@ def _add_latency(sub) -> None:
     add_latency_parser(sub)
 
 
+def _configs(args: argparse.Namespace) -> int:
+    from . import configs
+
+    if args.action == "list":
+        print("\n".join(str(configs.config_path(n)) if args.paths else n for n in configs.list_configs(args.kind)))
+    elif args.action == "path":
+        print(configs.config_path(args.name))
+    else:
+        written = configs.copy_configs(args.dest, args.kind, overwrite=args.overwrite)
+        print(f"copied {len(written)} configs to {args.dest}")
+    return 0
+
+
+def _add_configs(sub) -> None:
+    cfg = sub.add_parser("configs", help="the shipped NNI / mmdet / mmseg configs: list, path, copy")
+    actions = cfg.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="print the shipped configs as KIND/FILE")
+    listing.add_argument("--paths", action="store_true", help="print installed file paths instead")
+    path = actions.add_parser("path", help="the installed path of one config (e.g. for tools/train.py)")
+    path.add_argument("name", help="e.g. yolov3_d53_cr05_l1_voc, mmdet/yolov3_d53_cr05_l1_voc.py, resnet_cr0.5")
+    copy = actions.add_parser("copy", help="copy them into DEST/nni, DEST/mmdet, DEST/mmseg (as `mim download`)")
+    copy.add_argument("dest")
+    copy.add_argument("--overwrite", action="store_true", help="replace files that differ")
+    for p in (listing, copy):
+        p.add_argument("--kind", choices=["nni", "mmdet", "mmseg"], help="only this kind")
+    cfg.set_defaults(func=_configs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrp", description="Lossless reconstruction for channel pruning.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_studies(sub)
     _add_latency(sub)
+    _add_configs(sub)
     return parser
 
 
@@ -95,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LRPError, ImportError, FileNotFoundError) as exc:
+    except (LRPError, ImportError, FileNotFoundError, FileExistsError) as exc:
         print(f"lrp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

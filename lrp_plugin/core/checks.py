@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..errors import SpecMismatchError
+from ..errors import SpecMismatchError, UnsafeCheckpointError
 
 
 def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -36,3 +39,23 @@ def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tenso
             f"{source} does not fit the model ({'; '.join(parts)}). Load it into the architecture "
             "it was saved from (same model name, num_classes and channel spec)."
         )
+
+
+def load_weights_only(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; a file holding pickled objects beyond
+    tensors and plain containers is refused with UnsafeCheckpointError (never unpickled).
+
+    torch's own UnpicklingError advises ``weights_only=False``: wrong for a file that tried to
+    run code, so its advice is replaced; the offending global it names is kept.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL (\S+)", str(exc))
+        cause = f" (it calls {named.group(1)})" if named else ""
+        raise UnsafeCheckpointError(
+            f"{what} {str(path)!r} holds pickled Python objects besides tensors{cause}; it was not loaded, "
+            "since unpickling them could run code. Use the file as lrp_plugin wrote it (lrp.save_pruned, "
+            "lrp.save_masked, LosslessPruningHook), or re-save the weights from a trusted source as a plain "
+            "state_dict of tensors."
+        ) from None

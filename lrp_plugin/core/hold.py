@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
-from .checks import check_state_dict_fits
+from .checks import check_state_dict_fits, load_weights_only
 from .graph import ForwardFn, probe_model
 from .masks import ChannelMasks, validate_masks
 from .modules import unwrap_model
@@ -217,7 +217,7 @@ def load_masked(model: nn.Module, path: str | Path, *, hold: bool = True) -> Cha
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_weights_only(path, "masked checkpoint")
     if not isinstance(payload, dict) or MASKED_CHECKPOINT_KEY not in payload:
         raise MaskError(f"{str(path)!r} is not a masked checkpoint written by lrp.save_masked")
     masks = validate_masks(unwrap_model(model), ChannelMasks.from_state_dict(payload[MASKED_CHECKPOINT_KEY]))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError, UnsupportedLayerError
+from .checks import load_weights_only
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
 from .graph import ForwardFn, build_graph, probe_model
 from .modules import module_names, out_channels
@@ -124,7 +125,7 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
             raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
         if path.suffix == ".json":
             return cls.from_dict(json.loads(path.read_text()))
-        return cls.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return cls.from_state_dict(load_weights_only(path, "mask file"))
 
 
 def validate_masks(model: nn.Module, masks: Mapping[str, Any]) -> ChannelMasks:

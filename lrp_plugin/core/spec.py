@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecMismatchError
-from .checks import check_state_dict_fits
+from .checks import check_state_dict_fits, load_weights_only
 
 SPEC_FORMAT = "lrp-channel-spec/1"
 ORIGINAL_SHAPES_ATTR = "_lrp_original_shapes"  # set by reconstruct: tensor shapes before pruning
@@ -83,7 +83,7 @@ def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pruned model file {str(path)!r} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_weights_only(path, "pruned model file")
     if not isinstance(payload, dict) or payload.get("format") != SPEC_FORMAT:
         raise SpecMismatchError(f"{str(path)!r} was not written by lrp.save_pruned (no {SPEC_FORMAT} spec)")
     return json.loads(payload["spec_json"]), payload["state_dict"]

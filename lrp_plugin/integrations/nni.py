@@ -27,6 +27,7 @@ from nni.compression.pruning import L2NormPruner as _NNIL2NormPruner
 from torch import nn
 
 from ..compat import nni_metric_shrink
+from ..configs import config_root, resolve_config
 from ..core import ChannelMasks, ReconstructionResult, reconstruct
 from ..core.criteria import get_criterion
 from ..core.graph import probe_model
@@ -39,7 +40,7 @@ _LEGACY_KEYS = {"sparsity", "sparsity_per_layer", "exclude", "op_partial_names"}
 _WEIGHT_SETTING_KEYS = {"sparse_ratio", "granularity"}
 _BIAS_SETTING_KEYS = {"align"}
 _DEFAULT_BIAS_ALIGN = {"module_name": None, "target_name": "weight", "dims": [0]}
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "nni"
+CONFIG_DIR = config_root() / "nni"  # package data: found in a wheel install as in a checkout
 
 
 class UnsupportedConfigError(InvalidArgumentError):
@@ -47,18 +48,18 @@ class UnsupportedConfigError(InvalidArgumentError):
 
 
 def load_config_list(name_or_path: str | Path) -> list[dict[str, Any]]:
-    """A config list from a JSON file, or by name from ``configs/nni`` (e.g. ``"resnet_cr0.5"``)."""
+    """A config list from a JSON file, or by name from the shipped ``lrp_plugin/configs/nni``
+    (e.g. ``"resnet_cr0.5"``; ``lrp configs list`` prints them)."""
     path = Path(name_or_path)
-    if not path.is_file():
-        candidate = CONFIG_DIR / f"{name_or_path}.json"
-        if not candidate.is_file():
-            known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-            raise FileNotFoundError(f"no NNI config list {str(name_or_path)!r}: give a JSON path or one of {known}")
-        path = candidate
-    data = json.loads(path.read_text())
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    else:
+        name = resolve_config(str(name_or_path), kind="nni")  # FileNotFoundError listing the shipped ones
+        text, source = CONFIG_DIR.joinpath(name.split("/", 1)[1]).read_text(), name
+    data = json.loads(text)
     config_list = data["config_list"] if isinstance(data, dict) else data
     if not isinstance(config_list, list):
-        raise UnsupportedConfigError(f"{path} must hold a list of config dicts (or {{'config_list': [...]}})")
+        raise UnsupportedConfigError(f"{source} must hold a list of config dicts (or {{'config_list': [...]}})")
     return config_list
 
 

@@ -5,7 +5,7 @@
 # Start from your trained (unpruned) VOC model: --cfg-options load_from=ORIGINAL.pth
 _base_ = 'mmdet::yolo/yolov3_d53_8xb8-ms-416-273e_coco.py'
 
-custom_imports = dict(imports=['lrp_plugin.integrations.mmengine_hook'], allow_failed_imports=False)
+custom_imports = dict(imports=['lrp_plugin.integrations.mmengine'], allow_failed_imports=False)
 
 model = dict(bbox_head=dict(num_classes=20))
 

@@ -5,7 +5,7 @@
 # Start from your trained (unpruned) model: --cfg-options load_from=ORIGINAL.pth
 _base_ = 'mmseg::fcn/fcn_r101-d8_4xb4-40k_voc12aug-512x512.py'
 
-custom_imports = dict(imports=['lrp_plugin.integrations.mmengine_hook'], allow_failed_imports=False)
+custom_imports = dict(imports=['lrp_plugin.integrations.mmengine'], allow_failed_imports=False)
 
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(backbone=dict(norm_cfg=norm_cfg), decode_head=dict(norm_cfg=norm_cfg),

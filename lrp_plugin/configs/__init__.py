@@ -1,0 +1,92 @@
+"""The configs shipped with lrp_plugin, as package data: NNI config lists (``nni/*.json``) and
+mmdet/mmseg configs that inherit the stock OpenMMLab ones (``mmdet/*.py``, ``mmseg/*.py``).
+
+Read with ``importlib.resources``, so they are found in a wheel install as in a checkout.
+An OpenMMLab user copies them next to the checkout (``lrp configs copy DEST``, like ``mim
+download``) or passes their installed path to ``tools/train.py`` (``lrp configs path NAME``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+KINDS = ("nni", "mmdet", "mmseg")
+SUFFIXES = {"nni": ".json", "mmdet": ".py", "mmseg": ".py"}
+
+
+def config_root() -> Traversable:
+    """The folder holding ``nni/``, ``mmdet/`` and ``mmseg/`` inside the installed package."""
+    return files(__name__)
+
+
+def list_configs(kind: str | None = None) -> list[str]:
+    """Shipped configs as ``'<kind>/<file>'`` (e.g. ``'mmdet/yolov3_d53_cr05_l1_voc.py'``), sorted."""
+    kinds = KINDS if kind is None else (_check_kind(kind),)
+    return sorted(f"{k}/{entry.name}" for k in kinds for entry in (config_root() / k).iterdir()
+                  if entry.is_file() and entry.name.endswith(SUFFIXES[k]))
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise FileNotFoundError(f"no config kind {kind!r}: use one of {list(KINDS)}")
+    return kind
+
+
+def resolve_config(name: str, kind: str | None = None) -> str:
+    """``'<kind>/<file>'`` for a full name, a file name, or a stem (``'resnet_cr0.5'``,
+    ``'yolov3_d53_cr05_l1_voc'``); FileNotFoundError listing the shipped ones otherwise."""
+    shipped = list_configs(kind)
+    name = name.replace(os.sep, "/")
+    for candidate in shipped:
+        file = candidate.split("/", 1)[1]
+        if name in (candidate, file, file.rsplit(".", 1)[0], candidate.rsplit(".", 1)[0]):
+            return candidate
+    raise FileNotFoundError(f"no shipped config {name!r}{f' of kind {kind}' if kind else ''}: "
+                            f"one of {[c.split('/', 1)[1].rsplit('.', 1)[0] for c in shipped]} "
+                            "(`lrp configs list` prints them)")
+
+
+def config_path(name: str, kind: str | None = None) -> Path:
+    """The file system path of a shipped config, e.g. for ``tools/train.py $(lrp configs path NAME)``.
+
+    mmdet/mmseg configs inherit their neighbours (``_base_ = './..._finetune.py'``), so they are
+    used in place; a zipped install has no such path: ``copy_configs`` them instead.
+    """
+    resource = config_root().joinpath(*resolve_config(name, kind).split("/"))
+    if not isinstance(resource, Path):
+        raise FileNotFoundError(f"lrp_plugin is installed without plain files ({resource}): "
+                                "copy the configs out with `lrp configs copy DEST` and use those")
+    return resource
+
+
+def copy_configs(dest: str | Path, kind: str | None = None, *, overwrite: bool = False) -> list[Path]:
+    """Copy the shipped configs into ``dest/<kind>/`` (as ``mim download`` does for OpenMMLab's).
+
+    Refuses to replace a different existing file unless ``overwrite``; each file is written to a
+    temporary name and renamed, so an interrupted copy leaves no half file.
+    """
+    dest = Path(dest)
+    names = list_configs(kind)
+    clashes = [n for n in names if (dest / n).exists()
+               and (dest / n).read_bytes() != config_root().joinpath(*n.split("/")).read_bytes()]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{len(clashes)} config(s) in {dest} differ from the shipped ones (e.g. {clashes[0]}): "
+                              "pass overwrite=True (--overwrite) or choose another folder")
+    written = []
+    for name in names:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(config_root().joinpath(*name.split("/")).read_bytes())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(target)
+    return written
