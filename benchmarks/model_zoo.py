@@ -270,10 +270,17 @@ def _error_record(exc: BaseException) -> dict:
     frames = traceback.extract_tb(exc.__traceback__)
     rec = {"error_type": type(exc).__name__, "error_module": type(exc).__module__,
            "error_message": str(exc)[:2000], "error_frame": _frame(frames) if frames else None,
-           "traceback_tail": "".join(traceback.format_exception(exc))[-4000:]}
+           "traceback_tail": "".join(traceback.format_exception(exc))[-8000:]}
     # the deepest frame inside the plugin: where our code let it through
     ours = [f for f in frames if "lrp_plugin" in f.filename]
     rec["lrp_frame"] = _frame(ours) if ours else None
+    root = exc
+    while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
+        root = root.__cause__ or root.__context__
+    if root is not exc:  # a wrapped library error: where it really came from
+        root_frames = traceback.extract_tb(root.__traceback__)
+        rec.update(cause_type=type(root).__name__, cause_message=str(root)[:1000],
+                   cause_frame=_frame(root_frames) if root_frames else None)
     return rec
 
 
@@ -312,10 +319,14 @@ def child_main(spec: dict, fd: int) -> None:
             return
         rec["input_size"] = size
         rec["convs"] = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-        import lrp_plugin as lrp
         chan.send(kind="info", **rec)  # kept even if the child is killed later
     except Exception as exc:  # noqa: BLE001
         chan.send(kind="result", outcome="build-error", skip_reason=f"{type(exc).__name__}: {exc}"[:1000], **rec)
+        return
+    try:
+        import lrp_plugin as lrp
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is the plugin's failure, not the model's
+        chan.send(kind="result", outcome="crash", failed_step="import", **rec, **_error_record(exc))
         return
 
     gen = torch.Generator().manual_seed(1)
@@ -526,6 +537,8 @@ def _meta(args) -> dict:
     return {
         "lrp_plugin_path": str(pkg) if pkg else None,
         "lrp_plugin_commit": _git(pkg, "rev-parse", "HEAD") if pkg else None,
+        # HEAD may be a later commit that did not touch the plugin: name the one that last did
+        "lrp_plugin_last_change": _git(pkg, "log", "-1", "--format=%H", "--", ".") if pkg else None,
         "lrp_plugin_dirty": bool(_git(pkg, "status", "--porcelain", "--", ".")) if pkg else None,
         "harness_commit": _git(Path(__file__).parent, "rev-parse", "HEAD"),
         "versions": versions, "python": platform.python_version(), "platform": platform.platform(),
@@ -635,11 +648,52 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _short(frame: str | None) -> str:
+    """A frame without the install prefix: torch_pruning/dependency/graph.py:236 in f."""
+    if not frame:
+        return "?"
+    frame = re.sub(r"^.*?site-packages/", "", frame)
+    return re.sub(r"^.*?/(lrp_plugin/)", r"\1", frame)
+
+
+_FRAME_RE = re.compile(r'File "([^"]+)", line (\d+),? in (\S+)')
+
+
+def _frames(text: str) -> list[str]:
+    return [f"{m[1]}:{m[2]} in {m[3]}" for m in _FRAME_RE.finditer(text or "")]
+
+
+def cause(rec: dict) -> str:
+    """One line naming a failure's cause: exception type and where it was raised (the library frame
+    for wrapped errors), or for a kill the innermost frames at the time of the kill."""
+    outcome = rec["outcome"]
+    if outcome in ("hang", "oom") and rec.get("killed_by_harness"):
+        stack = _frames(rec.get("stack_at_kill", ""))  # innermost first
+        lib = next((f for f in stack if "site-packages" in f), None)
+        ours = next((f for f in stack if "lrp_plugin" in f), None)
+        return f"{outcome} in {rec.get('failed_step')}: {_short(lib)} (from {_short(ours)})"
+    if rec.get("error_type"):
+        root_type, root_frame = rec.get("cause_type"), rec.get("cause_frame")
+        if root_type is None and "direct cause" in rec.get("traceback_tail", ""):
+            first = rec["traceback_tail"].split("The above exception")[0]  # the wrapped error's block
+            frames = _frames(first)
+            last = [ln for ln in first.strip().splitlines() if ln and not ln.startswith(" ")]
+            root_type = last[-1].split(":")[0] if last else None
+            root_frame = frames[-1] if frames else None
+        where = _short(root_frame or rec.get("error_frame"))
+        wrapped = f" wrapping {root_type}" if root_type and root_type != rec["error_type"] else ""
+        return f"{outcome}: {rec['error_type']}{wrapped} at {where} (step {rec.get('failed_step')})"
+    if outcome == "silent-wrong":
+        return "silent-wrong: " + re.sub(r"[\d.e+-]+ >=", "N >=", rec.get("wrong", ""))
+    return f"{outcome}: {(rec.get('kill_reason') or rec.get('skip_reason') or '')[:80]}"
+
+
 def markdown(data: dict) -> str:
     rows = data["models"]
     meta = data["meta"]
     cols = [o for o in OUTCOMES if any(r["outcome"] == o for r in rows)]
-    out = [f"Model zoo coverage (lrp_plugin {str(meta.get('lrp_plugin_commit'))[:10]}"
+    commit = meta.get("lrp_plugin_last_change") or meta.get("lrp_plugin_commit")
+    out = [f"Model zoo coverage (lrp_plugin {str(commit)[:10]}"
            f"{' + local changes' if meta.get('lrp_plugin_dirty') else ''}; torch {meta['versions'].get('torch')}, "
            f"torchvision {meta['versions'].get('torchvision')}, timm {meta['versions'].get('timm')}, "
            f"torch-pruning {meta['versions'].get('torch-pruning')}; caps {meta['timeout_s']} s / "
@@ -670,6 +724,27 @@ def markdown(data: dict) -> str:
     out.append("By family:")
     out.append("")
     table(lambda r: f"{r['source']}: {r['family']}")
+    bad = [r for r in rows if r["outcome"] not in ("lossless", "skipped", "nothing-masked")]
+    if bad:
+        out.append("Failures grouped by cause:")
+        out.append("")
+        groups = collections.defaultdict(list)
+        for r in bad:
+            groups[cause(r)].append(r["name"])
+        for key, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            out.append(f"- {_md_escape(key)} ({len(names)}): {', '.join(f'`{n}`' for n in sorted(names))}")
+        out.append("")
+    timed = [r for r in rows if r.get("compute_masks_s") is not None]
+    if timed:
+        def lrp_time(r):
+            return sum(r.get(k) or 0.0 for k in ("compute_masks_s", "apply_s", "reconstruct_s"))
+        out.append("Slowest models (seconds: compute_masks / apply_masks / reconstruct, peak RSS):")
+        out.append("")
+        for r in sorted(timed, key=lrp_time, reverse=True)[:10]:
+            t = " / ".join(f"{r[k]:.1f}" if r.get(k) is not None else "-"
+                           for k in ("compute_masks_s", "apply_s", "reconstruct_s"))
+            out.append(f"- `{r['name']}` ({r['outcome']}): {t} s, {r['peak_rss_mib']:.0f} MiB")
+        out.append("")
     for outcome in ("refused", "crash", "hang", "oom", "silent-wrong", "build-error", "skipped", "nothing-masked"):
         hit = [r for r in rows if r["outcome"] == outcome]
         if not hit:
@@ -680,7 +755,7 @@ def markdown(data: dict) -> str:
             if r.get("error_type"):
                 why = f"{r.get('failed_step')}: `{r['error_type']}`: {r.get('error_message', '').splitlines()[0][:300]}"
                 if outcome == "crash" and r.get("error_frame"):
-                    why += f" (at {r['error_frame'].split('site-packages/')[-1]})"
+                    why += f" (at {_short(r['error_frame'])})"
             else:
                 why = r.get("wrong") or r.get("kill_reason") or r.get("skip_reason") or ""
                 if r.get("failed_step"):
