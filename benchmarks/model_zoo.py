@@ -756,6 +756,9 @@ def markdown(data: dict) -> str:
                 why = f"{r.get('failed_step')}: `{r['error_type']}`: {r.get('error_message', '').splitlines()[0][:300]}"
                 if outcome == "crash" and r.get("error_frame"):
                     why += f" (at {_short(r['error_frame'])})"
+            elif outcome == "nothing-masked":
+                why = (f"compute_masks masked 0 of {r.get('mask_channels')} channels in {r.get('mask_layers')} "
+                       f"layers ({r.get('convs')} Conv2d in the model)")
             else:
                 why = r.get("wrong") or r.get("kill_reason") or r.get("skip_reason") or ""
                 if r.get("failed_step"):
