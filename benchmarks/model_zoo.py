@@ -8,7 +8,8 @@ random weights, randomized BatchNorm statistics, eval mode, a small input, then
 
 and an independent re-measurement (the report is not trusted): outputs of the masked model
 vs ``result.model`` on a fresh input, parameter counts, and the caller's model untouched.
-Outcomes: lossless / nothing-masked / refused (an lrp.LRPError) / crash / hang / oom /
+Outcomes: lossless / no-reduction (exact, but every masked channel was kept by the union rule
+or skipped) / nothing-masked / refused (an lrp.LRPError) / crash / hang / oom /
 silent-wrong, plus skipped (over the size limit) and build-error (the harness could not
 build or run the model before any lrp call).
 
@@ -45,7 +46,7 @@ from pathlib import Path
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_zoo.json"
 MAX_PARAMS = 150_000_000
 REL_TOL = 1e-5
-OUTCOMES = ("lossless", "nothing-masked", "refused", "crash", "hang", "oom", "silent-wrong", "skipped", "build-error")
+OUTCOMES = ("lossless", "no-reduction", "nothing-masked", "refused", "crash", "hang", "oom", "silent-wrong", "skipped", "build-error")
 TP_PUBLISHED = ("Torch-Pruning's published benchmark: 77 of 85 torchvision models pruned without error "
                 "(outputs unchecked)")
 
@@ -343,7 +344,8 @@ def child_main(spec: dict, fd: int) -> None:
         total = sum(int(m.numel()) for m in masks.values())
         masked = sum(int((~m.bool()).sum()) for m in masks.values())
         rec.update(masked_layers=sum(bool((~m.bool()).any()) for m in masks.values()), mask_layers=len(masks),
-                   masked_channels=masked, mask_channels=total, masked_fraction=masked / total if total else 0.0)
+                   masked_channels=masked, mask_channels=total, masked_fraction=masked / total if total else 0.0,
+                   skip_reasons=dict(collections.Counter(masks.meta.get("skipped", {}).values()).most_common(3)))
         step = "apply_masks"
         chan.send(kind="step", step=step, times=times)
         t0 = time.perf_counter()
@@ -376,11 +378,13 @@ def child_main(spec: dict, fd: int) -> None:
         wrong.append(f"rel err {rec['rel_err']:.3g} >= {REL_TOL:g}")
     if not rec["caller_untouched"]:
         wrong.append("caller's model modified by reconstruct")
-    if rec["masked_channels"] and rec["params_after"] >= rec["params_before"]:
-        wrong.append("params did not shrink although channels were masked")
     if wrong:
         outcome = "silent-wrong"
         rec["wrong"] = "; ".join(wrong)
+    elif rec["masked_channels"] and rec["params_after"] >= rec["params_before"]:
+        # exact, but every masked channel was kept (union over summed branches) or its group skipped
+        outcome = "no-reduction"
+        rec["skipped_groups"] = dict(list(result.report.skipped.items())[:5])
     else:
         outcome = "lossless" if rec["masked_channels"] else "nothing-masked"
     chan.send(kind="result", outcome=outcome, **rec)
@@ -504,7 +508,7 @@ class Worker:
         rec["outcome"] = rec.get("outcome", "crash")
         rec.pop("kind", None)
         rec["kind"] = self.spec["kind"]
-        if rec["outcome"] not in ("lossless", "nothing-masked", "skipped"):
+        if rec["outcome"] not in ("lossless", "nothing-masked", "no-reduction", "skipped"):
             rec["log_tail"] = log[-3000:]
         self.log.close()
         return rec
@@ -724,7 +728,7 @@ def markdown(data: dict) -> str:
     out.append("By family:")
     out.append("")
     table(lambda r: f"{r['source']}: {r['family']}")
-    bad = [r for r in rows if r["outcome"] not in ("lossless", "skipped", "nothing-masked")]
+    bad = [r for r in rows if r["outcome"] not in ("lossless", "skipped", "nothing-masked", "no-reduction")]
     if bad:
         out.append("Failures grouped by cause:")
         out.append("")
@@ -745,7 +749,8 @@ def markdown(data: dict) -> str:
                            for k in ("compute_masks_s", "apply_s", "reconstruct_s"))
             out.append(f"- `{r['name']}` ({r['outcome']}): {t} s, {r['peak_rss_mib']:.0f} MiB")
         out.append("")
-    for outcome in ("refused", "crash", "hang", "oom", "silent-wrong", "build-error", "skipped", "nothing-masked"):
+    for outcome in ("refused", "crash", "hang", "oom", "silent-wrong", "build-error", "skipped", "nothing-masked",
+                    "no-reduction"):
         hit = [r for r in rows if r["outcome"] == outcome]
         if not hit:
             continue
@@ -756,9 +761,10 @@ def markdown(data: dict) -> str:
                 why = f"{r.get('failed_step')}: `{r['error_type']}`: {r.get('error_message', '').splitlines()[0][:300]}"
                 if outcome == "crash" and r.get("error_frame"):
                     why += f" (at {_short(r['error_frame'])})"
-            elif outcome == "nothing-masked":
-                why = (f"compute_masks masked 0 of {r.get('mask_channels')} channels in {r.get('mask_layers')} "
-                       f"layers ({r.get('convs')} Conv2d in the model)")
+            elif outcome in ("nothing-masked", "no-reduction"):
+                reasons = "; ".join(f"{n} x {why}" for why, n in (r.get("skip_reasons") or {}).items())
+                why = (f"compute_masks masked {r.get('masked_channels')} of {r.get('mask_channels')} channels "
+                       f"({r.get('convs')} Conv2d in the model); skipped: {reasons or '-'}")
             else:
                 why = r.get("wrong") or r.get("kill_reason") or r.get("skip_reason") or ""
                 if r.get("failed_step"):
