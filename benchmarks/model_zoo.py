@@ -46,7 +46,8 @@ from pathlib import Path
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_zoo.json"
 MAX_PARAMS = 150_000_000
 REL_TOL = 1e-5
-OUTCOMES = ("lossless", "no-reduction", "nothing-masked", "refused", "crash", "hang", "oom", "silent-wrong", "skipped", "build-error")
+OUTCOMES = ("lossless", "no-reduction", "nothing-masked", "refused", "crash", "hang", "oom", "silent-wrong",
+            "skipped", "build-error")
 TP_PUBLISHED = ("Torch-Pruning's published benchmark: 77 of 85 torchvision models pruned without error "
                 "(outputs unchecked)")
 
