@@ -27,6 +27,7 @@ require("onnx")
 require("onnxruntime")
 
 from lrp_plugin.latency import cli  # noqa: E402
+from lrp_plugin.latency.api import LatencyJob, run_job  # noqa: E402
 from lrp_plugin.latency.runner import ratio_stats, summarize  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "README.md"
@@ -132,8 +133,8 @@ def test_pruned_file_and_onnx_file_inputs(tmp_path, pruned_file):
     x = torch.randn(1, 3, 64, 64)
     path = pruned_file
     before = path.read_bytes()
-    result = cli.measure([str(path)], base="timm:resnet18", input_shape=[3, 64, 64], backends=["onnxruntime"],
-                         threads=1, warmup=1, runs=3, progress=False)
+    result = run_job(LatencyJob([str(path)], base="timm:resnet18", input_shape=[3, 64, 64], backends=["onnxruntime"],
+                                threads=1, warmup=1, runs=3, progress=False))
     assert list(result["models"]) == ["resnet18", "r18"] and result["models"]["r18"]["macs_ratio"] < 0.7
     assert path.read_bytes() == before
     onnx_path = tmp_path / "export" / "m.onnx"
@@ -141,8 +142,8 @@ def test_pruned_file_and_onnx_file_inputs(tmp_path, pruned_file):
     from lrp_plugin.latency.export import export_onnx
 
     export_onnx(create_timm("resnet18", 1000, seed=0), x, onnx_path)
-    res2 = cli.measure([str(onnx_path), str(onnx_path)], backends=["onnxruntime"], threads=1, warmup=0, runs=3,
-                       progress=False)
+    res2 = run_job(LatencyJob([str(onnx_path), str(onnx_path)], backends=["onnxruntime"], threads=1, warmup=0,
+                              runs=3, progress=False))
     assert res2["settings"]["input_shape"] == [1, 3, 64, 64]  # the file's own static shape
     assert list(res2["backends"]["onnxruntime"]["models"]) == ["m", "m#2"]
 
@@ -153,7 +154,7 @@ def test_time_interleaved_api_for_modules():
     a, b = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(3, 4, 3)
     before = torch.get_num_threads()
     res = time_interleaved({"a": a, "b": b}, torch.randn(1, 3, 16, 16), runs=4, warmup=1, threads=1,
-                           progress=False).to_dict()
+                           progress=False)
     assert torch.get_num_threads() == before  # the caller's thread setting comes back
     assert res["threads"] == 1 and res["runs"] == 4 and set(res["ratios"]) == {"b"}
     assert {"median", "p10", "p90"} <= set(res["ratios"]["b"]) and "median_ms" in res["models"]["a"]
