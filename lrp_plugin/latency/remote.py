@@ -143,7 +143,8 @@ def run_remote(target: SSHTarget, job_models: list[dict[str, Any]], job: dict[st
             files, models = [], []
             for i, m in enumerate(job_models):  # copy under names we chose: no user path reaches the device
                 entry = {"name": m["name"]}
-                for key, suffix in (("onnx", ".onnx"), ("torchscript", ".ts.pt")):
+                for key, suffix in (("onnx", ".onnx"), ("torchscript", ".ts.pt"), ("ncnn_param", ".ncnn.param"),
+                                    ("ncnn_bin", ".ncnn.bin")):
                     if m.get(key):
                         local = stage_dir / f"model{i}{suffix}"
                         shutil.copyfile(m[key], local)
