@@ -93,13 +93,49 @@ def _input_shape(job: LatencyJob) -> list[int]:
     return [3, 224, 224]
 
 
+def time_entries(entries: list[Any], backends: list[str], x: Any, *, threads: int | None = None, warmup: int = 10,
+                 runs: int = 50, time_budget_s: float | None = None, fp16: bool = False,
+                 target: SSHTarget | None = None, progress: bool = True) -> dict[str, Any]:
+    """Export and time already built ``ModelEntry``s (the first is the reference) here or on ``target``.
+
+    What ``run_job`` does after loading; studies call it with model variants they built themselves.
+    """
+    from .measure import measure_local, prepare_artifacts
+
+    ref = entries[0]
+    shape = list(x.shape)
+    local_threads = threads or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="lrp-latency-") as tmp:
+        job_models = prepare_artifacts(entries, backends, x, Path(tmp), threads=local_threads, progress=progress)
+        if target is not None:
+            from .remote import run_remote
+
+            device_job = {"backends": backends, "input_shape": shape, "threads": threads, "warmup": warmup,
+                          "runs": runs, "time_budget_s": time_budget_s, "reference": ref.name, "fp16": fp16}
+            result = run_remote(target, job_models, device_job, progress=progress, checked=True)
+        else:
+            result = measure_local(entries, job_models, backends, x, threads=local_threads, warmup=warmup,
+                                   runs=runs, time_budget_s=time_budget_s, fp16=fp16, progress=progress)
+    used_threads = next((b["threads"] for b in result["backends"].values() if b.get("threads")), None)
+    result.update(
+        mode="remote" if target is not None else "local", host=target.host if target else None, reference=ref.name,
+        settings={"input_shape": shape, "batch": shape[0], "threads": used_threads, "warmup": warmup, "runs": runs,
+                  "time_budget_s": time_budget_s, "backends": backends, "fp16": fp16},
+        models={e.name: {"source": e.source, "params": e.params, "macs": e.macs,
+                         "macs_ratio": e.macs / ref.macs if e.macs and ref.macs else None,
+                         "params_ratio": e.params / ref.params if e.params and ref.params else None,
+                         "onnx_check": e.notes.get("onnx_check"), "ncnn_check": e.notes.get("ncnn_check"),
+                         "pruned_in_process": e.notes.get("prune")}
+                for e in entries})
+    return result
+
+
 def run_job(job: LatencyJob) -> dict[str, Any]:
     """Load, export (checked), time interleaved (here or on ``job.target``) and return the full result dict."""
     import torch
 
     from .backends import check_backends
     from .errors import ModelSourceError
-    from .measure import measure_local, prepare_artifacts
     from .sources import SourceRequest, load_models
 
     job.validate()
@@ -122,32 +158,8 @@ def run_job(job: LatencyJob) -> dict[str, Any]:
     entries = load_models(job.models, req)
     if "torch" in backends and any(e.module is None for e in entries):
         raise ModelSourceError("an .onnx file cannot be timed with --backend torch: use --backend onnxruntime")
-    ref = entries[0]
-    threads = job.threads or os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="lrp-latency-") as tmp:
-        job_models = prepare_artifacts(entries, backends, x, Path(tmp), threads=threads, progress=job.progress)
-        if job.target is not None:
-            from .remote import run_remote
-
-            device_job = {"backends": backends, "input_shape": shape, "threads": job.threads, "warmup": job.warmup,
-                          "runs": job.runs, "time_budget_s": job.time_budget_s, "reference": ref.name,
-                          "fp16": job.fp16}
-            result = run_remote(job.target, job_models, device_job, progress=job.progress, checked=True)
-        else:
-            result = measure_local(entries, job_models, backends, x, threads=threads, warmup=job.warmup,
-                                   runs=job.runs, time_budget_s=job.time_budget_s, fp16=job.fp16,
-                                   progress=job.progress)
-    used_threads = next((b["threads"] for b in result["backends"].values() if b.get("threads")), None)
-    result.update(
-        mode="remote" if job.target is not None else "local", host=job.target.host if job.target else None,
-        reference=ref.name,
-        settings={"input_shape": shape, "batch": job.batch, "threads": used_threads, "warmup": job.warmup,
-                  "runs": job.runs, "time_budget_s": job.time_budget_s, "backends": backends, "seed": job.seed,
-                  "round_to": round_to, "round_to_requested": job.round_to, "fp16": job.fp16, **job.extra},
-        models={e.name: {"source": e.source, "params": e.params, "macs": e.macs,
-                         "macs_ratio": e.macs / ref.macs if e.macs and ref.macs else None,
-                         "params_ratio": e.params / ref.params if e.params and ref.params else None,
-                         "onnx_check": e.notes.get("onnx_check"), "ncnn_check": e.notes.get("ncnn_check"),
-                         "pruned_in_process": e.notes.get("prune")}
-                for e in entries})
+    result = time_entries(entries, backends, x, threads=job.threads, warmup=job.warmup, runs=job.runs,
+                          time_budget_s=job.time_budget_s, fp16=job.fp16, target=job.target, progress=job.progress)
+    result["settings"].update(batch=job.batch, seed=job.seed, round_to=round_to, round_to_requested=job.round_to,
+                              **job.extra)
     return result

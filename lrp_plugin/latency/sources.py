@@ -162,10 +162,7 @@ def load_timm(spec: str, req: SourceRequest) -> list[ModelEntry]:
     req.log(f"building timm:{name} (random weights)")
     entry = ModelEntry(name, spec, module=create_timm(name, req.num_classes, req.seed))
     check_forward(entry, req.x)
-    entries = [entry]
-    if req.prune_ratio is not None:
-        entries.append(_prune_entry(name, spec, entry.module, req))
-    return entries
+    return [entry, counterpart(entry, req)] if req.prune_ratio is not None else [entry]
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -312,15 +309,8 @@ def load_openmmlab(spec: str, req: SourceRequest) -> list[ModelEntry]:
     scope, cfg = _read_config(spec)
     name = Path(_scoped(spec)[1]).stem
     req.log(f"building {name} ({scope}{', weights ' + req.checkpoint if req.checkpoint else ', random weights'})")
-    entry, adapter = _openmmlab_entry(name, spec, scope, copy.deepcopy(cfg.model), req, req.checkpoint)
-    entries = [entry]
-    if req.prune_ratio is not None:
-        inner = entry.module.model
-        pruned = _prune_entry(name, spec, inner, req, ignored_layers=adapter.ignored_layers(inner),
-                              forward_fn=adapter.forward_fn)
-        pruned.module = TensorForward(pruned.module, adapter.forward_fn).eval()
-        entries.append(pruned)
-    return entries
+    entry, _ = _openmmlab_entry(name, spec, scope, copy.deepcopy(cfg.model), req, req.checkpoint)
+    return [entry, counterpart(entry, req)] if req.prune_ratio is not None else [entry]
 
 
 def _is_pruned_config(cfg: Any) -> bool:
@@ -368,10 +358,35 @@ register_source(SourceKind("saved-pruned", lambda s: True, load_saved_pruned,
                            "a file from lrp.save_pruned (--base timm:NAME)"))
 
 
-def load_models(specs: list[str], req: SourceRequest) -> list[ModelEntry]:
-    """Resolve every argument with the first matching source kind; references (bases) come first."""
+def counterpart(entry: ModelEntry, req: SourceRequest) -> ModelEntry:
+    """The pruned counterpart of a built entry at ``req.prune_ratio`` / ``req.round_to`` (MACs counted);
+    detectors and segmenters are pruned through their adapter (ignored layers, tensor-only forward)."""
+    from ..adapters.base import find_adapter
+
+    model, adapter = entry.module, None
+    if isinstance(model, TensorForward):
+        model = model.model
+        adapter = find_adapter(model)
+    kw = {} if adapter is None else {"ignored_layers": adapter.ignored_layers(model), "forward_fn": adapter.forward_fn}
+    pruned = _prune_entry(entry.name, entry.source, model, req, **kw)
+    if adapter is not None:
+        pruned.module = TensorForward(pruned.module, adapter.forward_fn).eval()
+    count(pruned, req.x)
+    return pruned
+
+
+def count(entry: ModelEntry, x: torch.Tensor) -> ModelEntry:
+    """Check the forward on ``x`` and fill in MACs and params."""
     from .. import core as lrp
 
+    check_forward(entry, x)
+    macs, params = lrp.count_macs_params(entry.module, x)
+    entry.macs, entry.params = int(macs), int(params)
+    return entry
+
+
+def load_models(specs: list[str], req: SourceRequest) -> list[ModelEntry]:
+    """Resolve every argument with the first matching source kind; references (bases) come first."""
     entries: list[ModelEntry] = []
     for spec in specs:
         kind = next(k for k in SOURCE_KINDS.values() if k.matches(spec))
@@ -386,8 +401,6 @@ def load_models(specs: list[str], req: SourceRequest) -> list[ModelEntry]:
             e.name = f"{e.name}#{seen[e.name]}"
         else:
             seen[e.name] = 1
-        if e.module is not None:
-            check_forward(e, req.x)
-            macs, params = lrp.count_macs_params(e.module, req.x)
-            e.macs, e.params = int(macs), int(params)
+        if e.module is not None and e.macs is None:
+            count(e, req.x)
     return entries
