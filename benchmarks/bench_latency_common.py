@@ -40,7 +40,8 @@ def time_at_threads(entries: list[ModelEntry], x: torch.Tensor, backends: list[s
     with tempfile.TemporaryDirectory(prefix="lrp-bench-") as tmp:
         job_models = prepare_artifacts(entries, backends, x, Path(tmp), threads=1)
         for t in threads:
-            out[t] = measure_local(entries, job_models, backends, x, threads=t, warmup=warmup, runs=runs)
+            out[t] = measure_local(entries, job_models, backends, x, threads=t, warmup=warmup, runs=runs,
+                                   time_budget_s=None)
     return out
 
 

@@ -36,7 +36,7 @@ STATS = {"mean_ms", "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms
 RATIO = {"n", "mean", "std", "median", "p10", "p90", "p99", "min", "max", "of_medians"}
 
 
-def _check_result(result: dict, backends: list[str], runs: int) -> None:
+def check_result(result: dict, backends: list[str], runs: int) -> None:
     """Complete and consistent: every backend/model has stats; the ratio is the per-run one from the same runs."""
     assert result["schema"] == "lrp-latency/1"
     assert set(result["backends"]) == set(backends)
@@ -100,7 +100,7 @@ def test_local_result_is_complete_and_consistent(local_run):
     assert code == 0
     result = json.loads((out / "latency.json").read_text())
     assert result["mode"] == "local" and result["settings"]["input_shape"] == [1, 3, 64, 64]
-    _check_result(result, ["onnxruntime", "torch"], runs=5)
+    check_result(result, ["onnxruntime", "torch"], runs=5)
     for info in result["models"].values():  # exported ONNX was checked against PyTorch before timing
         check = info["onnx_check"]
         assert check["matches"] and check["max_abs_error"] <= check["atol"] + check["rtol"] * check["max_abs_output"]
@@ -298,7 +298,7 @@ def test_remote_docs_example_has_the_local_shape(sshd, local_run, tmp_path):
     remote = json.loads((out / "latency.json").read_text())
     local = json.loads((local_run[1] / "latency.json").read_text())
     assert remote["mode"] == "remote" and remote["host"].endswith("@127.0.0.1")
-    _check_result(remote, ["onnxruntime"], runs=5)
+    check_result(remote, ["onnxruntime"], runs=5)
     assert set(remote) == set(local) and set(remote["settings"]) == set(local["settings"])
     assert _shape(remote["backends"]["onnxruntime"]) == _shape(local["backends"]["onnxruntime"])
     assert _shape(remote["models"]) == _shape(local["models"]) and set(remote["device"]) == set(local["device"])
@@ -311,7 +311,7 @@ def test_remote_torchscript_with_pruned_file(sshd, local_run, pruned_file, tmp_p
     assert code == 0
     remote = json.loads((out / "latency.json").read_text())
     local = json.loads((local_run[1] / "latency.json").read_text())
-    _check_result(remote, ["onnxruntime", "torchscript"], runs=5)
+    check_result(remote, ["onnxruntime", "torchscript"], runs=5)
 
     def shape(obj):  # the key structure, without values
         return {k: shape(v) for k, v in obj.items()} if isinstance(obj, dict) else type(obj).__name__

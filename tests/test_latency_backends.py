@@ -18,7 +18,7 @@ require("onnxruntime")
 require("ncnn")
 require("pnnx")
 
-from test_latency import SMALL, _check_result, sshd  # noqa: E402,F401  (sshd: the real loopback sshd fixture)
+from test_latency import SMALL, check_result, sshd  # noqa: E402,F401  (sshd: the real loopback sshd fixture)
 
 from lrp_plugin.errors import MissingExtraError, UsageError  # noqa: E402
 from lrp_plugin.latency import cli  # noqa: E402
@@ -54,7 +54,7 @@ def test_ncnn_local_with_round_to(tmp_path):
                      "--out", str(out), *SMALL])
     assert code == 0
     result = json.loads((out / "latency.json").read_text())
-    _check_result(result, ["ncnn", "onnxruntime"], runs=5)
+    check_result(result, ["ncnn", "onnxruntime"], runs=5)
     assert result["backends"]["ncnn"]["ncnn_threads"] == 1  # the thread count ncnn itself reports
     assert result["settings"]["round_to"] == 8
     pruned = list(result["models"])[1]
@@ -87,7 +87,7 @@ def test_ncnn_over_ssh_has_the_local_shape(sshd, tmp_path):  # noqa: F811
     assert cli.main([*args, "--out", str(local)]) == 0
     assert cli.main([*args, *sshd, "--remote-python", sys.executable, "--out", str(remote)]) == 0
     loc, rem = (json.loads((d / "latency.json").read_text()) for d in (local, remote))
-    _check_result(rem, ["ncnn"], runs=5)
+    check_result(rem, ["ncnn"], runs=5)
     assert rem["mode"] == "remote" and rem["backends"]["ncnn"]["ncnn_threads"] == 1
     assert set(rem["backends"]["ncnn"]) == set(loc["backends"]["ncnn"])
     assert rem["device"]["runtimes"]["ncnn"]

@@ -21,7 +21,7 @@ require("onnxruntime")
 require("ncnn")
 require("pnnx")
 
-from test_latency import SMALL, _check_result, sshd  # noqa: E402,F401  (sshd: the real loopback sshd fixture)
+from test_latency import SMALL, check_result, sshd  # noqa: E402,F401  (sshd: the real loopback sshd fixture)
 
 import lrp_plugin as lrp  # noqa: E402
 from lrp_plugin.latency import cli  # noqa: E402
@@ -83,7 +83,7 @@ def test_hook_output_local_ort_and_ncnn(hook_output, tmp_path):
     wd = hook_output[0]
     result = _run([str(wd / "pruned.py"), "--checkpoint", str(wd / "pruned.pth"), "--base", f"mmdet:{YOLO}",
                    "--backend", "onnxruntime", "ncnn", *SMALL, *SIZE], tmp_path)
-    _check_result(result, ["onnxruntime", "ncnn"], runs=5)
+    check_result(result, ["onnxruntime", "ncnn"], runs=5)
     assert list(result["models"]) == ["yolov3_d53_8xb8-ms-416-273e_coco", "pruned"]
     for info in result["models"].values():
         assert info["onnx_check"]["matches"] and info["ncnn_check"]["matches"]
@@ -94,4 +94,4 @@ def test_hook_output_over_ssh_ort_and_ncnn(hook_output, sshd, tmp_path):  # noqa
     result = _run([str(wd / "pruned.py"), "--checkpoint", str(wd / "pruned.pth"), "--backend", "onnxruntime", "ncnn",
                    *sshd, "--remote-python", sys.executable, *SMALL, *SIZE], tmp_path)
     assert result["mode"] == "remote"
-    _check_result(result, ["onnxruntime", "ncnn"], runs=5)
+    check_result(result, ["onnxruntime", "ncnn"], runs=5)
