@@ -160,6 +160,16 @@ def test_bad_numbers_are_usage_errors(flag, value, needle, tmp_path, capsys):
         job.validate()
 
 
+def test_prune_ratio_range_is_the_cores():
+    """The tool accepts exactly what lrp.compute_masks accepts: [0, 1) (it used to refuse 0)."""
+    from lrp_plugin.core.criteria import check_ratio
+
+    assert LatencyJob(["timm:resnet18"], prune_ratio=0.0).validate().prune_ratio == check_ratio(0.0)
+    for bad in (1.0, -0.1):
+        with pytest.raises(UsageError, match=r"\[0, 1\)"):
+            LatencyJob(["timm:resnet18"], prune_ratio=bad).validate()
+
+
 def test_round_to_needs_a_prune_ratio():
     with pytest.raises(UsageError, match="--prune-ratio"):
         run_job(LatencyJob(["timm:resnet18"], round_to=8, progress=False))
