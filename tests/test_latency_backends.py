@@ -170,6 +170,15 @@ def test_prune_ratio_range_is_the_cores():
             LatencyJob(["timm:resnet18"], prune_ratio=bad).validate()
 
 
+def test_round_to_auto_follows_the_first_backend():
+    from lrp_plugin.latency.api import ROUND_TO_AUTO
+
+    job = LatencyJob(["timm:resnet18"], prune_ratio=0.5, round_to="auto", backends=["onnxruntime", "ncnn"])
+    assert job.validate().resolved_round_to() == ROUND_TO_AUTO["onnxruntime"] > 1  # the study found one that pays
+    job.backends = ["ncnn", "onnxruntime"]
+    assert job.resolved_round_to() == ROUND_TO_AUTO.get("ncnn", 1)
+
+
 def test_round_to_needs_a_prune_ratio():
     with pytest.raises(UsageError, match="--prune-ratio"):
         run_job(LatencyJob(["timm:resnet18"], round_to=8, progress=False))

@@ -58,6 +58,7 @@ class SourceRequest:
     seed: int = 0
     quiet: bool = False
     references: dict[str, ModelEntry] = field(default_factory=dict)  # base models, timed first, built once
+    masks: dict[tuple, Any] = field(default_factory=dict)  # (model, ratio, criterion) -> masks, reused by variants
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -98,13 +99,19 @@ def create_timm(name: str, num_classes: int, seed: int) -> nn.Module:
 
 
 def prune_in_process(model: nn.Module, x: torch.Tensor, ratio: float, criterion: str, *, round_to: int | None = None,
-                     ignored_layers: list[str] | None = None, forward_fn: Any = None) -> nn.Module:
-    """compute_masks -> apply_masks -> reconstruct on a copy; the original stays untouched."""
+                     ignored_layers: list[str] | None = None, forward_fn: Any = None,
+                     masks: Any = None) -> nn.Module:
+    """compute_masks -> apply_masks -> reconstruct on a copy; the original stays untouched.
+
+    ``masks`` (from an earlier call on the same model) skips compute_masks: variants that differ
+    only in ``round_to`` then prune the very same channels.
+    """
     from .. import core as lrp
 
     masked = copy.deepcopy(model)
-    masks = lrp.compute_masks(masked, x, criterion=criterion, ratio=ratio, ignored_layers=ignored_layers,
-                              forward_fn=forward_fn)
+    if masks is None:
+        masks = lrp.compute_masks(masked, x, criterion=criterion, ratio=ratio, ignored_layers=ignored_layers,
+                                  forward_fn=forward_fn)
     lrp.apply_masks(masked, masks)
     return lrp.reconstruct(masked, x, round_to=round_to, forward_fn=forward_fn).model.eval()
 
@@ -368,7 +375,12 @@ def counterpart(entry: ModelEntry, req: SourceRequest) -> ModelEntry:
         model = model.model
         adapter = find_adapter(model)
     kw = {} if adapter is None else {"ignored_layers": adapter.ignored_layers(model), "forward_fn": adapter.forward_fn}
-    pruned = _prune_entry(entry.name, entry.source, model, req, **kw)
+    key = (entry.name, req.prune_ratio, req.criterion)
+    if key not in req.masks:
+        from .. import core as lrp
+
+        req.masks[key] = lrp.compute_masks(model, req.x, criterion=req.criterion, ratio=req.prune_ratio, **kw)
+    pruned = _prune_entry(entry.name, entry.source, model, req, masks=req.masks[key], **kw)
     if adapter is not None:
         pruned.module = TensorForward(pruned.module, adapter.forward_fn).eval()
     count(pruned, req.x)
