@@ -245,7 +245,12 @@ def _ncnn_callable(param: str, binfile: str, threads: int, shape: list[int]) -> 
         raise
     except Exception as exc:  # the binding raises plain RuntimeError/ValueError on bad blobs
         raise RunnerError("bad_input", f"{os.path.basename(param)} rejects input shape {shape}: {exc}") from exc
-    return (lambda: ncnn_forward(net, x)), {"ncnn_threads": int(net.opt.num_threads)}
+    # ncnn's defaults (used where the CPU supports them: fp16 storage/arithmetic on ARMv8.2, e.g. a Pi 5):
+    # recorded, because the numerical check ran on the host in fp32
+    opt = net.opt
+    return (lambda: ncnn_forward(net, x)), {"ncnn_threads": int(opt.num_threads), "ncnn_options": {
+        k: bool(getattr(opt, k)) for k in ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed",
+                                           "use_bf16_storage") if hasattr(opt, k)}}
 
 
 # ----------------------------------------------------------------------------------------------- TensorRT
@@ -531,7 +536,7 @@ def _backend_facts(backend: str, info: dict[str, dict]) -> dict[str, Any]:
     """What the runtime reports about itself (ORT's providers, ncnn's thread count) for the result block."""
     first = next(iter(info.values()), {})
     if backend == "ncnn":
-        return {"ncnn_threads": first.get("ncnn_threads")}
+        return {"ncnn_threads": first.get("ncnn_threads"), "ncnn_options": first.get("ncnn_options")}
     return {"providers": first.get("providers")}
 
 
