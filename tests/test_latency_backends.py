@@ -145,6 +145,19 @@ def test_tensorrt_without_trtexec_names_the_fix(tmp_path, capsys):
     assert "trtexec" in err and "--host" in err
 
 
+def test_tensorrt_on_a_device_without_trtexec_names_the_fix(sshd, tmp_path, capsys):  # noqa: F811
+    """The device is probed for trtexec (PATH and JetPack's place) before any model is built."""
+    import shutil
+    import sys
+
+    if shutil.which("trtexec") or Path("/usr/src/tensorrt/bin/trtexec").exists():
+        pytest.skip("this machine has trtexec")
+    assert cli.main(["timm:resnet18", "--backend", "tensorrt", *sshd, "--remote-python", sys.executable,
+                     "--out", str(tmp_path), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "has no trtexec" in err and "/usr/src/tensorrt/bin/trtexec" in err
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
