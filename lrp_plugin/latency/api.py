@@ -19,7 +19,7 @@ from .remote import SSHTarget
 # round_to="auto": the channel multiple that paid on each runtime in benchmarks/round_to_study.py
 # (benchmarks/results/round_to_study.json, README "Latency"): kept only where one setting beat
 # round_to=1 in every (model, threads) cell. Other runtimes keep channel counts as pruned (1).
-ROUND_TO_AUTO: dict[str, int] = {"onnxruntime": 8}
+ROUND_TO_AUTO: dict[str, int] = {"onnxruntime": 16}
 
 
 @dataclass
