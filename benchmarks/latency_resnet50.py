@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lrp_plugin.latency.cli import measure
+from lrp_plugin.latency.api import LatencyJob, run_job
 from lrp_plugin.latency.report import format_table
 
 TARGET = 1.3  # latency ratio <= 1.3 x MACs ratio on ONNX Runtime
@@ -59,9 +59,9 @@ def main() -> None:
     shape = [int(d) for d in args.input_shape.split(",")]
     results, summaries = [], []
     for threads in args.threads:
-        result = measure(["timm:resnet50"], prune_ratio=0.5, criterion=args.criterion, input_shape=shape,
-                         batch=args.batch, backends=["onnxruntime", "torch"], threads=threads, warmup=args.warmup,
-                         runs=args.runs)
+        result = run_job(LatencyJob(["timm:resnet50"], prune_ratio=0.5, criterion=args.criterion, input_shape=shape,
+                                    batch=args.batch, backends=["onnxruntime", "torch"], threads=threads,
+                                    warmup=args.warmup, runs=args.runs))
         results.append(result)
         summaries.append(summarize(result))
         print(format_table(result))

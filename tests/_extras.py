@@ -24,6 +24,8 @@ EXTRA_OF = {
     "onnx": "latency",
     "onnxruntime": "latency",
     "onnxscript": "latency",
+    "ncnn": "latency",
+    "pnnx": "latency",
     "sklearn": "demo",
     "matplotlib": "demo",
 }

@@ -27,6 +27,7 @@ require("onnx")
 require("onnxruntime")
 
 from lrp_plugin.latency import cli  # noqa: E402
+from lrp_plugin.latency.api import LatencyJob, run_job  # noqa: E402
 from lrp_plugin.latency.runner import ratio_stats, summarize  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "README.md"
@@ -35,7 +36,7 @@ STATS = {"mean_ms", "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms
 RATIO = {"n", "mean", "std", "median", "p10", "p90", "p99", "min", "max", "of_medians"}
 
 
-def _check_result(result: dict, backends: list[str], runs: int) -> None:
+def check_result(result: dict, backends: list[str], runs: int) -> None:
     """Complete and consistent: every backend/model has stats; the ratio is the per-run one from the same runs."""
     assert result["schema"] == "lrp-latency/1"
     assert set(result["backends"]) == set(backends)
@@ -99,7 +100,7 @@ def test_local_result_is_complete_and_consistent(local_run):
     assert code == 0
     result = json.loads((out / "latency.json").read_text())
     assert result["mode"] == "local" and result["settings"]["input_shape"] == [1, 3, 64, 64]
-    _check_result(result, ["onnxruntime", "torch"], runs=5)
+    check_result(result, ["onnxruntime", "torch"], runs=5)
     for info in result["models"].values():  # exported ONNX was checked against PyTorch before timing
         check = info["onnx_check"]
         assert check["matches"] and check["max_abs_error"] <= check["atol"] + check["rtol"] * check["max_abs_output"]
@@ -132,8 +133,8 @@ def test_pruned_file_and_onnx_file_inputs(tmp_path, pruned_file):
     x = torch.randn(1, 3, 64, 64)
     path = pruned_file
     before = path.read_bytes()
-    result = cli.measure([str(path)], base="timm:resnet18", input_shape=[3, 64, 64], backends=["onnxruntime"],
-                         threads=1, warmup=1, runs=3, progress=False)
+    result = run_job(LatencyJob([str(path)], base="timm:resnet18", input_shape=[3, 64, 64], backends=["onnxruntime"],
+                                threads=1, warmup=1, runs=3, progress=False))
     assert list(result["models"]) == ["resnet18", "r18"] and result["models"]["r18"]["macs_ratio"] < 0.7
     assert path.read_bytes() == before
     onnx_path = tmp_path / "export" / "m.onnx"
@@ -141,8 +142,8 @@ def test_pruned_file_and_onnx_file_inputs(tmp_path, pruned_file):
     from lrp_plugin.latency.export import export_onnx
 
     export_onnx(create_timm("resnet18", 1000, seed=0), x, onnx_path)
-    res2 = cli.measure([str(onnx_path), str(onnx_path)], backends=["onnxruntime"], threads=1, warmup=0, runs=3,
-                       progress=False)
+    res2 = run_job(LatencyJob([str(onnx_path), str(onnx_path)], backends=["onnxruntime"], threads=1, warmup=0,
+                              runs=3, progress=False))
     assert res2["settings"]["input_shape"] == [1, 3, 64, 64]  # the file's own static shape
     assert list(res2["backends"]["onnxruntime"]["models"]) == ["m", "m#2"]
 
@@ -153,7 +154,7 @@ def test_time_interleaved_api_for_modules():
     a, b = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(3, 4, 3)
     before = torch.get_num_threads()
     res = time_interleaved({"a": a, "b": b}, torch.randn(1, 3, 16, 16), runs=4, warmup=1, threads=1,
-                           progress=False).to_dict()
+                           progress=False)
     assert torch.get_num_threads() == before  # the caller's thread setting comes back
     assert res["threads"] == 1 and res["runs"] == 4 and set(res["ratios"]) == {"b"}
     assert {"median", "p10", "p90"} <= set(res["ratios"]["b"]) and "median_ms" in res["models"]["a"]
@@ -297,7 +298,7 @@ def test_remote_docs_example_has_the_local_shape(sshd, local_run, tmp_path):
     remote = json.loads((out / "latency.json").read_text())
     local = json.loads((local_run[1] / "latency.json").read_text())
     assert remote["mode"] == "remote" and remote["host"].endswith("@127.0.0.1")
-    _check_result(remote, ["onnxruntime"], runs=5)
+    check_result(remote, ["onnxruntime"], runs=5)
     assert set(remote) == set(local) and set(remote["settings"]) == set(local["settings"])
     assert _shape(remote["backends"]["onnxruntime"]) == _shape(local["backends"]["onnxruntime"])
     assert _shape(remote["models"]) == _shape(local["models"]) and set(remote["device"]) == set(local["device"])
@@ -310,7 +311,7 @@ def test_remote_torchscript_with_pruned_file(sshd, local_run, pruned_file, tmp_p
     assert code == 0
     remote = json.loads((out / "latency.json").read_text())
     local = json.loads((local_run[1] / "latency.json").read_text())
-    _check_result(remote, ["onnxruntime", "torchscript"], runs=5)
+    check_result(remote, ["onnxruntime", "torchscript"], runs=5)
 
     def shape(obj):  # the key structure, without values
         return {k: shape(v) for k, v in obj.items()} if isinstance(obj, dict) else type(obj).__name__

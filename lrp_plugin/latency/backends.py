@@ -1,19 +1,20 @@
-"""Which runtimes can time a model here: PyTorch eager, TorchScript, ONNX Runtime (CPU/CUDA/TensorRT).
+"""Which runtimes can time a model here: PyTorch eager, TorchScript, ONNX Runtime (CPU/CUDA/TensorRT EP),
+ncnn (pnnx-converted), TensorRT's trtexec.
 
 ``torch`` (eager) needs the model's Python code, so it runs only locally; on a device the
-PyTorch path is ``torchscript``. TensorRT's ``trtexec`` is detected and recorded, not driven.
+PyTorch path is ``torchscript``. A missing Python runtime here is a ``MissingExtraError`` naming
+the extra; an onnxruntime without the requested provider, or no trtexec, is a ``BackendError``.
 """
 
 from __future__ import annotations
 
-import shutil
-
+from ..extras import require
 from .errors import BackendError
-from .runner import ORT_BACKENDS, RUNTIME_HINT
+from .runner import ORT_BACKENDS, RUNTIME_HINT, trtexec_path
 
 LOCAL_ONLY = ("torch",)
-ALL_BACKENDS = ("torch", "torchscript", *ORT_BACKENDS)
-NEEDS_ONNX = tuple(ORT_BACKENDS)
+ALL_BACKENDS = ("torch", "torchscript", *ORT_BACKENDS, "ncnn", "tensorrt")
+NEEDS_ONNX = (*ORT_BACKENDS, "tensorrt")
 
 
 def check_backends(backends: list[str], remote: bool) -> list[str]:
@@ -25,21 +26,19 @@ def check_backends(backends: list[str], remote: bool) -> list[str]:
         if remote and b in LOCAL_ONLY:
             raise BackendError("backend 'torch' (eager) needs the model's Python code and runs only locally; "
                                "on a device use --backend torchscript (or onnxruntime)")
+        if b == "ncnn":  # converting needs pnnx here even when the timing runs on a device
+            require("pnnx", "latency", purpose="converting models for --backend ncnn")
+            if not remote:
+                require("ncnn", "latency", purpose="--backend ncnn")
         if not remote and b in ORT_BACKENDS:
-            try:
-                import onnxruntime as ort
-            except ImportError as exc:
-                raise BackendError(f"backend {b!r} needs onnxruntime: {RUNTIME_HINT[b]} "
-                                   "(or pip install 'lrp_plugin[latency]')") from exc
+            ort = require("onnxruntime", "latency", purpose=f"--backend {b}")
             wanted = ORT_BACKENDS[b][0]
             if wanted not in ort.get_available_providers():
                 raise BackendError(f"backend {b!r} needs {wanted}, but this onnxruntime offers only "
                                    f"{ort.get_available_providers()}: {RUNTIME_HINT[b]}")
+        if not remote and b == "tensorrt" and trtexec_path() is None:
+            raise BackendError(f"backend 'tensorrt' needs TensorRT's trtexec, found neither on PATH nor in the "
+                               f"JetPack location: {RUNTIME_HINT['tensorrt']}; or time on the Jetson with --host")
         if b not in out:
             out.append(b)
     return out
-
-
-def trtexec_path() -> str | None:
-    """Path of TensorRT's trtexec when on PATH (recorded in the device facts)."""
-    return shutil.which("trtexec")

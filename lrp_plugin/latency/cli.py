@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import LRPError
-from .errors import InputShapeError, ModelSourceError
+from .api import LatencyJob, run_job
+from .remote import SSHTarget
 
 EXAMPLES = """examples:
   lrp latency timm:resnet18 --prune-ratio 0.5 --input-shape 3,224,224 --backend onnxruntime torch
-  lrp latency pruned.pt --base timm:resnet50 --host pi@raspberrypi.local --threads 4
-  lrp latency timm:resnet50 --prune-ratio 0.5 --host nvidia@jetson --backend ort-cuda --remote-python python3
+  lrp latency pruned.pt --base timm:resnet50 --host pi@raspberrypi.local --threads 4 --backend ncnn
+  lrp latency mmdet:yolo/yolov3_d53_8xb8-ms-416-273e_coco.py --prune-ratio 0.5 --round-to 8 --input-shape 3,416,416
+  lrp latency WD/pruned.py --checkpoint WD/pruned.pth --base CONFIG.py --input-shape 3,416,416 --backend ncnn
+  lrp latency timm:resnet50 --prune-ratio 0.5 --host nvidia@jetson --backend tensorrt --fp16
 """
 
 
@@ -28,19 +30,38 @@ def _shape(text: str) -> list[int]:
     return dims
 
 
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a channel multiple: give an integer such as 8, or auto"
+                                         ) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The latency flags (shared by ``lrp latency`` and ``tools/latency.py``)."""
-    p.add_argument("models", nargs="+", help="timm:NAME, a pruned file from lrp.save_pruned (with --base), or a .onnx")
-    p.add_argument("--base", help="base model of pruned files, e.g. timm:resnet18 (also timed, as the reference)")
-    p.add_argument("--prune-ratio", type=float, help="with timm:NAME, also build and time its pruned counterpart")
+    p.add_argument("models", nargs="+",
+                   help="timm:NAME, mmdet:CONFIG, mmseg:CONFIG (stock name or path), the hook's pruned.py, "
+                        "a pruned file from lrp.save_pruned (with --base), or a .onnx")
+    p.add_argument("--base", help="reference of pruned models: timm:NAME for lrp.save_pruned files, an mmdet/mmseg "
+                                  "config for the hook's pruned.py (default: the stock model it wraps)")
+    p.add_argument("--checkpoint", help="weights for mmdet:/mmseg: configs, or the hook's pruned.pth for pruned.py")
+    p.add_argument("--prune-ratio", type=float, help="with timm:NAME / mmdet: / mmseg:, also build and time its "
+                                                     "pruned counterpart (0 <= ratio < 1)")
+    p.add_argument("--round-to", type=_round_to, help="keep pruned channel counts at multiples of N (lossless: the "
+                                                      "extra channels are zero); auto: the multiple that paid on the "
+                                                      "first backend in the round_to study")
     p.add_argument("--criterion", default="l1", choices=["l1", "l2", "gm"], help="criterion for --prune-ratio")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size of timm models (default 1000)")
     p.add_argument("--input-shape", type=_shape, help="C,H,W of one sample (default 3,224,224; ONNX: its own)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--backend", nargs="+", default=None,
-                   help="torch (eager, local only), torchscript, onnxruntime, ort-cuda, ort-tensorrt "
-                        "(default: onnxruntime torch; remote default: onnxruntime)")
-    p.add_argument("--threads", type=int, help="intra-op threads for torch and onnxruntime (default: all cores)")
+                   help="torch (eager, local only), torchscript, onnxruntime, ort-cuda, ort-tensorrt, ncnn, tensorrt "
+                        "(trtexec) (default: onnxruntime torch; remote default: onnxruntime)")
+    p.add_argument("--threads", type=int, help="threads for torch, onnxruntime and ncnn (default: all cores)")
+    p.add_argument("--fp16", action="store_true", help="tensorrt: build FP16 engines (trtexec --fp16)")
     p.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default 10)")
     p.add_argument("--runs", type=int, default=50,
                    help="timed interleaved rounds (default 50; the cap with --time-budget)")
@@ -68,85 +89,24 @@ def add_latency_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def measure(models: list[str], *, base: str | None = None, prune_ratio: float | None = None, criterion: str = "l1",
-            num_classes: int = 1000, input_shape: list[int] | None = None, batch: int = 1,
-            backends: list[str] | None = None, threads: int | None = None, warmup: int = 10, runs: int = 50,
-            time_budget_s: float | None = None, seed: int = 0, host: str | None = None, port: int | None = None,
-            identity: str | None = None, ssh_options: list[str] | None = None, remote_python: str = "python3",
-            progress: bool = True) -> dict[str, Any]:
-    """Load, export (checked), time interleaved (here or on ``host``) and return the full result dict."""
-    import os
-
-    import torch
-
-    from .backends import check_backends
-    from .export import onnx_info
-    from .measure import measure_local, prepare_artifacts
-    from .sources import load_models
-
-    if runs < 1 or warmup < 0 or batch < 1:
-        raise InputShapeError("--runs must be >= 1, --warmup >= 0 and --batch >= 1")
-    if prune_ratio is not None and not 0 < prune_ratio < 1:
-        raise ModelSourceError(f"--prune-ratio {prune_ratio} is outside (0, 1): e.g. 0.5 masks half the channels")
-    remote = host is not None
-    backends = check_backends(list(backends or (["onnxruntime"] if remote else ["onnxruntime", "torch"])), remote)
-    if input_shape is None:  # an ONNX-only run takes the file's own static shape
-        onnx_specs = [m for m in models if m.lower().endswith(".onnx") and Path(m).is_file()]
-        declared = onnx_info(Path(onnx_specs[0]))["input_shape"] if onnx_specs and len(onnx_specs) == len(models) \
-            else []
-        input_shape = [int(d) for d in declared[1:]] if declared and all(isinstance(d, int) and d > 0
-                                                                          for d in declared) else [3, 224, 224]
-    shape = [batch, *input_shape]
+def job_from_args(args: argparse.Namespace) -> LatencyJob:
+    """The flags as a LatencyJob (validated by ``run_job``)."""
     target = None
-    if remote:  # reachability, Python and runtimes first: no minutes of exporting before "host down"
-        from .remote import SSHTarget, preflight
-
-        target = SSHTarget(host=host, port=port, identity=identity, options=list(ssh_options or []),
-                           python=remote_python)
-        if progress:
-            print(f"checking {host}: ssh, {remote_python}, runtimes for {', '.join(backends)}", file=sys.stderr)
-        preflight(target, backends)
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    entries = load_models(models, base=base, x=x, prune_ratio=prune_ratio, criterion=criterion,
-                          num_classes=num_classes, seed=seed, quiet=not progress)
-    if "torch" in backends and any(e.module is None for e in entries):
-        raise ModelSourceError("an .onnx file cannot be timed with --backend torch: use --backend onnxruntime")
-    ref = entries[0]
-    threads_local = threads or os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="lrp-latency-") as tmp:
-        job_models = prepare_artifacts(entries, backends, x, Path(tmp), progress=progress)
-        if target is not None:
-            from .remote import run_remote
-
-            job = {"backends": backends, "input_shape": shape, "threads": threads, "warmup": warmup, "runs": runs,
-                   "time_budget_s": time_budget_s, "reference": ref.name}
-            result = run_remote(target, job_models, job, progress=progress, checked=True)
-        else:
-            result = measure_local(entries, job_models, backends, x, threads=threads_local, warmup=warmup, runs=runs,
-                                   time_budget_s=time_budget_s, progress=progress)
-    used_threads = next(iter(result["backends"].values()))["threads"]
-    result.update(
-        mode="remote" if remote else "local", host=host, reference=ref.name,
-        settings={"input_shape": shape, "batch": batch, "threads": used_threads, "warmup": warmup, "runs": runs,
-                  "time_budget_s": time_budget_s, "backends": backends, "seed": seed},
-        models={e.name: {"source": e.source, "params": e.params, "macs": e.macs,
-                         "macs_ratio": e.macs / ref.macs if e.macs and ref.macs else None,
-                         "params_ratio": e.params / ref.params if e.params and ref.params else None,
-                         "onnx_check": e.notes.get("onnx_check"), "pruned_in_process": e.notes.get("prune")}
-                for e in entries})
-    return result
+    if args.host:
+        target = SSHTarget(host=args.host, port=args.port, identity=args.identity, options=list(args.ssh_option),
+                           python=args.remote_python)
+    return LatencyJob(models=args.models, base=args.base, checkpoint=args.checkpoint, prune_ratio=args.prune_ratio,
+                      criterion=args.criterion, round_to=args.round_to, num_classes=args.num_classes,
+                      input_shape=args.input_shape, batch=args.batch, backends=args.backend, threads=args.threads,
+                      warmup=args.warmup, runs=args.runs, time_budget_s=args.time_budget, seed=args.seed,
+                      fp16=args.fp16, target=target, progress=not args.quiet)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run from parsed flags, print the table, write JSON/CSV/PNG."""
     from .report import format_table, write_all
 
-    result = measure(args.models, base=args.base, prune_ratio=args.prune_ratio, criterion=args.criterion,
-                     num_classes=args.num_classes, input_shape=args.input_shape, batch=args.batch,
-                     backends=args.backend, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                     time_budget_s=args.time_budget, seed=args.seed, host=args.host, port=args.port,
-                     identity=args.identity, ssh_options=args.ssh_option, remote_python=args.remote_python,
-                     progress=not args.quiet)
+    result = run_job(job_from_args(args))
     print(format_table(result))
     paths = write_all(Path(args.out), result, plot=not args.no_plot)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

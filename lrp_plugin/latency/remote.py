@@ -21,12 +21,14 @@ from typing import Any
 from . import runner as runner_module
 from .errors import HostUnreachableError, InputShapeError, RemoteError, RemotePythonError, RemoteRuntimeError
 
-PROBE = ("import importlib.util, json, platform\nout = {'python': platform.python_version()}\n"
-         "for m in ('numpy', 'onnxruntime', 'torch'):\n"
+PROBE = ("import importlib.util, json, os, platform, shutil\nout = {'python': platform.python_version()}\n"
+         "for m in ('numpy', 'onnxruntime', 'torch', 'ncnn'):\n"
          "    out[m] = 'found' if importlib.util.find_spec(m) is not None else None\n"
-         "print(json.dumps(out))")  # find_spec, not import: importing torch on a Pi takes seconds
+         "out['trtexec'] = shutil.which('trtexec') or next((p for p in %r if os.access(p, os.X_OK)), None)\n"
+         "print(json.dumps(out))" % (runner_module.TRTEXEC_PLACES,))  # find_spec, not import: torch takes seconds
 NEEDS = {"onnxruntime": ("numpy", "onnxruntime"), "ort-cuda": ("numpy", "onnxruntime"),
-         "ort-tensorrt": ("numpy", "onnxruntime"), "torchscript": ("numpy", "torch")}
+         "ort-tensorrt": ("numpy", "onnxruntime"), "torchscript": ("numpy", "torch"), "ncnn": ("numpy", "ncnn"),
+         "tensorrt": ("trtexec",)}
 
 
 @dataclass
@@ -109,6 +111,9 @@ def check_runtimes(versions: dict[str, Any], backends: list[str], target: SSHTar
     """A clear error naming the pip command when a backend's runtime is missing on the device."""
     for b in backends:
         missing = [m for m in NEEDS.get(b, ()) if not versions.get(m)]
+        if missing == ["trtexec"]:
+            raise RemoteRuntimeError(f"{target.host} has no trtexec for backend 'tensorrt' (looked on PATH and in "
+                                     f"{runner_module.TRTEXEC_PLACES}): {runner_module.RUNTIME_HINT['tensorrt']}")
         if missing:
             raise RemoteRuntimeError(
                 f"{target.python} on {target.host} lacks {', '.join(missing)} for backend {b!r}: on the device run "
@@ -138,7 +143,8 @@ def run_remote(target: SSHTarget, job_models: list[dict[str, Any]], job: dict[st
             files, models = [], []
             for i, m in enumerate(job_models):  # copy under names we chose: no user path reaches the device
                 entry = {"name": m["name"]}
-                for key, suffix in (("onnx", ".onnx"), ("torchscript", ".ts.pt")):
+                for key, suffix in (("onnx", ".onnx"), ("torchscript", ".ts.pt"), ("ncnn_param", ".ncnn.param"),
+                                    ("ncnn_bin", ".ncnn.bin")):
                     if m.get(key):
                         local = stage_dir / f"model{i}{suffix}"
                         shutil.copyfile(m[key], local)
@@ -175,7 +181,8 @@ def _parse_result(done: subprocess.CompletedProcess, target: SSHTarget) -> dict[
                           "stderr is above") from exc
     if "error" in result:
         kind, msg = result["error"]["kind"], result["error"]["message"]
-        cls = {"runtime_missing": RemoteRuntimeError, "bad_input": InputShapeError}.get(kind, RemoteError)
+        cls = {"runtime_missing": RemoteRuntimeError, "module_missing": RemoteRuntimeError,
+               "bad_input": InputShapeError}.get(kind, RemoteError)
         raise cls(f"on {target.host}: {msg}")
     if done.returncode != 0:
         raise RemoteError(f"the runner on {target.host} exited {done.returncode}")

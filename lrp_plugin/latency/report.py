@@ -44,12 +44,13 @@ def format_table(result: dict[str, Any]) -> str:
                "per s", "latency ratio (p10-p90)"]
     table = []
     for r in rows(result):
-        ratio = ("-" if r.get("latency_ratio_median") is None else
-                 f"{r['latency_ratio_median']:.3f} ({r['latency_ratio_p10']:.3f}-{r['latency_ratio_p90']:.3f})")
+        ratio = ("-" if r.get("latency_ratio_median") is None else  # trtexec summaries have no p10: "-"
+                 f"{r['latency_ratio_median']:.3f} ({_fmt(r['latency_ratio_p10'], '.3f')}-"
+                 f"{_fmt(r['latency_ratio_p90'], '.3f')})")
         table.append([r["backend"], r["model"], _fmt(r["macs"] and r["macs"] / 1e6, ".1f") + "M",
-                      _fmt(r["macs_ratio"], ".3f"), f"{r['median_ms']:.2f}", f"{r['mean_ms']:.2f}±{r['std_ms']:.2f}",
-                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['throughput_per_s']:.1f}",
-                      ratio])
+                      _fmt(r["macs_ratio"], ".3f"), _fmt(r["median_ms"], ".2f"),
+                      f"{_fmt(r['mean_ms'], '.2f')}±{_fmt(r['std_ms'], '.2f')}", _fmt(r["p90_ms"], ".2f"),
+                      _fmt(r["p99_ms"], ".2f"), _fmt(r["min_ms"], ".2f"), _fmt(r["throughput_per_s"], ".1f"), ratio])
     widths = [max(len(str(x)) for x in [h] + [row[i] for row in table]) for i, h in enumerate(headers)]
     lines = ["  ".join(f"{h:<{w}}" for h, w in zip(headers, widths))]
     lines += ["  ".join(f"{str(c):<{w}}" for c, w in zip(row, widths)) for row in table]
@@ -95,8 +96,10 @@ def plot_png(path: Path, result: dict[str, Any]) -> Path:
         block = result["backends"][b]
         names = list(block["models"])
         med = [block["models"][n]["median_ms"] for n in names]
-        lo = [m - block["models"][n]["p10_ms"] for m, n in zip(med, names)]
-        hi = [block["models"][n]["p90_ms"] - m for m, n in zip(med, names)]
+        lo = [m - (block["models"][n]["p10_ms"] if block["models"][n]["p10_ms"] is not None else m)
+              for m, n in zip(med, names)]
+        hi = [(block["models"][n]["p90_ms"] if block["models"][n]["p90_ms"] is not None else m) - m
+              for m, n in zip(med, names)]
         bars = ax.bar(range(len(names)), med, yerr=[lo, hi], capsize=4,
                       color=["#888888"] + ["#3a7bd5"] * (len(names) - 1))
         for bar, n in zip(bars, names):
@@ -107,7 +110,7 @@ def plot_png(path: Path, result: dict[str, Any]) -> Path:
                 ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                             fontsize=8, xytext=(0, 8), textcoords="offset points")
         ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
-        ax.set_title(f"{b}, {block['threads']} threads, {block['runs']} runs", fontsize=9)
+        ax.set_title(f"{b}, {block['threads'] or '-'} threads, {block['runs'] or '-'} runs", fontsize=9)
         ax.set_ylabel("latency per batch (ms): median, p10-p90")
     fig.tight_layout()
     path = Path(path)

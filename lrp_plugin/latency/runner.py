@@ -5,9 +5,10 @@ models and runs ``python runner.py job.json`` on the device, which needs only nu
 onnxruntime (or torch). Local mode imports the same functions, so local and remote results are
 measured by the same code and have the same shape.
 
-A job is JSON: ``{"models": [{"name", "onnx", "torchscript"}], "backends": [...], "input_shape": [...],
-"threads", "warmup", "runs", "time_budget_s", "reference"}``. The result JSON goes to stdout (or
-``--out``); progress goes to stderr.
+A job is JSON: ``{"models": [{"name", "onnx", "torchscript", "ncnn_param", "ncnn_bin"}], "backends": [...],
+"input_shape": [...], "threads", "warmup", "runs", "time_budget_s", "reference", "fp16"}``. The result
+JSON goes to stdout (or ``--out``); progress goes to stderr. ``ncnn`` needs only ``pip install ncnn``
+on the device; ``tensorrt`` drives the device's own ``trtexec`` (JetPack) on the ONNX file.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ ORT_BACKENDS = {  # backend name -> onnxruntime execution providers, in priority
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-TORCH_BACKENDS = ("torch", "torchscript")
 RUNTIME_HINT = {"onnxruntime": "pip install onnxruntime numpy", "ort-cuda": "pip install onnxruntime-gpu numpy",
                 "ort-tensorrt": "install onnxruntime-gpu built with TensorRT (on a Jetson: the JetPack wheel)",
-                "torch": "pip install torch numpy", "torchscript": "pip install torch numpy"}
+                "torch": "pip install torch numpy", "torchscript": "pip install torch numpy",
+                "ncnn": "pip install ncnn numpy",
+                "tensorrt": "install TensorRT (on a Jetson it comes with JetPack: /usr/src/tensorrt/bin/trtexec)"}
+TRTEXEC_PLACES = ("/usr/src/tensorrt/bin/trtexec",)  # JetPack puts trtexec here, not on PATH
 
 
 class RunnerError(Exception):
@@ -144,7 +147,7 @@ def _import(module: str, backend: str):
     try:
         return __import__(module)
     except ImportError as exc:
-        raise RunnerError("runtime_missing", f"{module} is not importable by {sys.executable} ({exc}); the "
+        raise RunnerError("module_missing", f"{module} is not importable by {sys.executable} ({exc}); the "
                           f"{backend!r} backend needs it: {RUNTIME_HINT.get(backend, 'pip install ' + module)}"
                           ) from exc
 
@@ -204,8 +207,198 @@ def _torchscript_callable(path: str, threads: int, shape: list[int]) -> tuple[Ca
     return call, {}
 
 
+def ncnn_net(param: str, binfile: str, threads: int):
+    """An ncnn Net on the CPU with ``threads`` threads (options must be set before loading)."""
+    ncnn = _import("ncnn", "ncnn")
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    net.opt.use_vulkan_compute = False  # CPU latency, like the other CPU backends
+    if net.load_param(param) != 0 or net.load_model(binfile) != 0:
+        raise RunnerError("bad_job", f"ncnn could not load {os.path.basename(param)} / {os.path.basename(binfile)}: "
+                          "re-export with the same ncnn/pnnx versions (pip install -U ncnn pnnx)")
+    return net
+
+
+def ncnn_forward(net, x) -> list:
+    """One forward of an ncnn Net on ``x`` (N=1, C, H, W): every output blob as a numpy array, in order."""
+    ncnn = _import("ncnn", "ncnn")
+    np = _import("numpy", "ncnn")
+    ex = net.create_extractor()
+    ex.input(net.input_names()[0], ncnn.Mat(np.ascontiguousarray(x[0])))
+    outs = []
+    for name in net.output_names():
+        ret, mat = ex.extract(name)
+        if ret != 0:
+            raise RunnerError("bad_input", f"ncnn could not compute output {name!r} (error {ret})")
+        outs.append(np.array(mat))
+    return outs
+
+
+def _ncnn_callable(param: str, binfile: str, threads: int, shape: list[int]) -> tuple[Callable[[], Any], dict]:
+    if int(shape[0]) != 1:  # ncnn blobs are C,H,W: one image per forward
+        raise RunnerError("bad_input", f"ncnn times batch 1 only, got input shape {shape}: use --batch 1")
+    net = ncnn_net(param, binfile, threads)
+    x = _make_input(shape)
+    try:
+        ncnn_forward(net, x)
+    except RunnerError:
+        raise
+    except Exception as exc:  # the binding raises plain RuntimeError/ValueError on bad blobs
+        raise RunnerError("bad_input", f"{os.path.basename(param)} rejects input shape {shape}: {exc}") from exc
+    # ncnn's defaults (used where the CPU supports them: fp16 storage/arithmetic on ARMv8.2, e.g. a Pi 5):
+    # recorded, because the numerical check ran on the host in fp32
+    opt = net.opt
+    return (lambda: ncnn_forward(net, x)), {"ncnn_threads": int(opt.num_threads), "ncnn_options": {
+        k: bool(getattr(opt, k)) for k in ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed",
+                                           "use_bf16_storage") if hasattr(opt, k)}}
+
+
+# ----------------------------------------------------------------------------------------------- TensorRT
+
+TRT_METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+_TRT_KEYS = {"min": "min_ms", "max": "max_ms", "mean": "mean_ms", "median": "median_ms",
+             "percentile(90%)": "p90_ms", "percentile(95%)": "p95_ms", "percentile(99%)": "p99_ms"}
+
+
+def parse_trtexec(text: str) -> dict[str, Any]:
+    """The performance summary of a trtexec log: per metric min/max/mean/median/percentiles in ms,
+    throughput (qps), the TensorRT version and the precision flags seen on its command line.
+
+    Handles both layouts seen in the wild: ``min = 1 ms, max = 2 ms, ...`` and TensorRT 8.x's
+    ``max 6.2 ms, mean 5.9 ms`` (no ``=``). Raises ValueError when there is no summary.
+    """
+    import re
+
+    out: dict[str, Any] = {"tensorrt_version": None, "throughput_qps": None, "metrics": {}}
+    m = re.search(r"TensorRT version: ([0-9][0-9.]*)", text)
+    if m:
+        out["tensorrt_version"] = m.group(1)
+    else:
+        m = re.search(r"\[TensorRT v(\d+)\]", text)  # "&&&& PASSED TensorRT.trtexec [TensorRT v8400]"
+        if m:
+            n = int(m.group(1))  # NV_TENSORRT_VERSION: 8400 -> 8.4.0 (before 10), 100200 -> 10.2.0
+            major, minor = (n // 10000, n // 100 % 100) if n >= 100000 else (n // 1000, n // 100 % 10)
+            out["tensorrt_version"] = f"{major}.{minor}.{n % 100}"
+    summary = text.split("=== Performance summary ===", 1)
+    if len(summary) < 2:
+        raise ValueError("no '=== Performance summary ===' in the trtexec output")
+    body = summary[1]
+    m = re.search(r"Throughput:\s*([0-9.eE+-]+)\s*qps", body)
+    if m:
+        out["throughput_qps"] = float(m.group(1))
+    for metric in TRT_METRICS:
+        m = re.search(rf"(?m)(?:^|\]\s|^\s*){re.escape(metric)}: (.+?)$", body)  # not "H2D Latency" for "Latency"
+        if not m:
+            continue
+        values = {}
+        for key, value in re.findall(r"(min|max|mean|median|percentile\(\d+%\))\s*=?\s*([0-9.eE+-]+)\s*ms",
+                                     m.group(1)):
+            if key in _TRT_KEYS:
+                values[_TRT_KEYS[key]] = float(value)
+        out["metrics"][metric] = values
+    if "Latency" not in out["metrics"] or "median_ms" not in out["metrics"]["Latency"]:
+        raise ValueError("the trtexec performance summary has no 'Latency: ... median' line")
+    m = re.search(r"&&&& RUNNING TensorRT\.trtexec[^\n]*#([^\n]*)", text)
+    cmdline = m.group(1) if m else ""
+    # from the flags; an engine loaded with --loadEngine was built elsewhere, its precision is unknown here
+    out["precision"] = ("int8" if "--int8" in cmdline else "fp16" if "--fp16" in cmdline else
+                        "fp32" if "--onnx" in cmdline else None)
+    return out
+
+
+def trtexec_path() -> str | None:
+    """TensorRT's trtexec: on PATH, or where JetPack installs it."""
+    found = shutil.which("trtexec")
+    if found:
+        return found
+    return next((p for p in TRTEXEC_PLACES if os.access(p, os.X_OK)), None)
+
+
+def trtexec_run(onnx: str, *, warmup: int, runs: int, fp16: bool, timeout_s: float = 1800) -> dict[str, Any]:
+    """Build an engine from ``onnx`` and time it with trtexec; the parsed summary (+ per-run times)."""
+    exe = trtexec_path()
+    if exe is None:
+        raise RunnerError("runtime_missing", f"trtexec is not found on PATH nor in {TRTEXEC_PLACES}: "
+                          f"{RUNTIME_HINT['tensorrt']}")
+    times = onnx + ".times.json"
+    # --warmUp is in ms; --duration=0 makes --iterations the exact count; --avgRuns=1 keeps every run
+    args = [exe, f"--onnx={onnx}", f"--warmUp={max(0, warmup) * 100}", f"--iterations={runs}", "--duration=0",
+            "--avgRuns=1", f"--exportTimes={times}", *(["--fp16"] if fp16 else [])]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise RunnerError("bad_job", f"trtexec on {os.path.basename(onnx)} took more than {timeout_s:.0f} s") from exc
+    text = (done.stdout or "") + "\n" + (done.stderr or "")
+    if done.returncode != 0:
+        tail = [ln for ln in text.splitlines() if "[E]" in ln][-3:] or text.strip().splitlines()[-3:]
+        raise RunnerError("bad_input", f"trtexec failed on {os.path.basename(onnx)} (exit {done.returncode}): "
+                          + " | ".join(tail))
+    try:
+        parsed = parse_trtexec(text)
+    except ValueError as exc:
+        raise RunnerError("bad_job", f"trtexec printed no performance summary for {os.path.basename(onnx)}: {exc}"
+                          ) from exc
+    parsed["precision"] = "fp16" if fp16 else "fp32"
+    try:
+        with open(times) as fh:  # one record per inference; "latencyMs" is the host latency
+            parsed["times_s"] = [float(r["latencyMs"]) / 1000.0 for r in json.load(fh) if "latencyMs" in r]
+    except (OSError, ValueError, TypeError, KeyError):
+        parsed["times_s"] = []
+    return parsed
+
+
+def time_tensorrt(models: list[dict], *, shape: list[int], warmup: int, runs: int, reference: str, fp16: bool,
+                  progress: bool) -> dict[str, Any]:
+    """trtexec per model (one after the other: trtexec owns the loop, so runs are not interleaved)."""
+    parsed = {}
+    for m in models:
+        if not m.get("onnx"):
+            continue
+        if progress:
+            sys.stderr.write(f"  tensorrt: trtexec on {m['name']} ({'fp16' if fp16 else 'fp32'})\n")
+        parsed[m["name"]] = trtexec_run(m["onnx"], warmup=warmup, runs=runs, fp16=fp16)
+    if reference not in parsed:
+        raise RunnerError("bad_job", f"reference model {reference!r} is not available on backend 'tensorrt'")
+    return trt_block(parsed, shape=shape, warmup=warmup, reference=reference)
+
+
+def trt_block(parsed: dict[str, dict[str, Any]], *, shape: list[int], warmup: int, reference: str) -> dict[str, Any]:
+    """The backend result block from parsed trtexec runs: per-run stats when the times were exported,
+    else the summary's figures (keys it does not print are None); ratios of the medians either way."""
+    batch = int(shape[0])
+    models, times = {}, {}
+    for name, p in parsed.items():
+        if len(p.get("times_s") or []) >= 1:
+            models[name] = latency_stats(p["times_s"], batch)
+            times[name] = p["times_s"]
+        else:
+            lat = p["metrics"]["Latency"]
+            models[name] = {k: lat.get(k) for k in ("mean_ms", "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms",
+                                                     "min_ms", "max_ms")}
+            models[name]["runs"] = None
+            models[name]["throughput_per_s"] = batch * 1000.0 / lat["median_ms"] if lat["median_ms"] else None
+        models[name]["gpu_compute"] = p["metrics"].get("GPU Compute Time")
+    ref_median = models[reference]["median_ms"]
+    ratios = {}
+    for name, s in models.items():
+        if name == reference:
+            continue
+        if name in times and reference in times and len(times[name]) == len(times[reference]):
+            ratios[name] = ratio_stats({reference: times[reference], name: times[name]}, reference)[name]
+        else:
+            r = s["median_ms"] / ref_median
+            ratios[name] = {"n": None, "mean": r, "std": None, "median": r, "p10": r, "p90": r, "p99": r, "min": r,
+                            "max": r, "of_medians": r}
+    first = next(iter(parsed.values()))
+    return {"backend": "tensorrt", "threads": None, "warmup": warmup,
+            "runs": models[reference]["runs"], "interleaved": False,
+            "tensorrt_version": first.get("tensorrt_version"), "precision": first.get("precision"),
+            "models": models, "ratios": ratios,
+            "times_ms": {n: [v * 1000 for v in t] for n, t in times.items()}}
+
+
 DISTRIBUTIONS = {"numpy": ("numpy",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
-                                                    "onnxruntime-directml"), "torch": ("torch",)}
+                                                    "onnxruntime-directml"), "torch": ("torch",), "ncnn": ("ncnn",)}
 
 
 def runtime_versions() -> dict[str, str | None]:
@@ -229,7 +422,7 @@ def runtime_versions() -> dict[str, str | None]:
                 continue
         else:
             out[mod] = "unknown"  # importable, but installed without metadata (e.g. built from source)
-    out["trtexec"] = shutil.which("trtexec")
+    out["trtexec"] = trtexec_path()
     return out
 
 
@@ -327,12 +520,24 @@ def time_backend(models: list[dict], backend: str, *, shape: list[int], threads:
             if not m.get("torchscript"):
                 continue
             fns[m["name"]], info[m["name"]] = _torchscript_callable(m["torchscript"], threads, shape)
+        elif backend == "ncnn":
+            if not m.get("ncnn_param"):
+                continue
+            fns[m["name"]], info[m["name"]] = _ncnn_callable(m["ncnn_param"], m["ncnn_bin"], threads, shape)
         else:
             raise RunnerError("bad_job", f"unknown backend {backend!r} on the device: use one of "
-                              f"{sorted([*ORT_BACKENDS, 'torchscript'])}")
+                              f"{sorted([*ORT_BACKENDS, 'torchscript', 'ncnn', 'tensorrt'])}")
     return finish_backend(fns, backend, shape=shape, threads=threads, warmup=warmup, runs=runs,
                           time_budget_s=time_budget_s, reference=reference, progress=progress,
-                          extra={"providers": next(iter(info.values()), {}).get("providers")})
+                          extra=_backend_facts(backend, info))
+
+
+def _backend_facts(backend: str, info: dict[str, dict]) -> dict[str, Any]:
+    """What the runtime reports about itself (ORT's providers, ncnn's thread count) for the result block."""
+    first = next(iter(info.values()), {})
+    if backend == "ncnn":
+        return {"ncnn_threads": first.get("ncnn_threads"), "ncnn_options": first.get("ncnn_options")}
+    return {"providers": first.get("providers")}
 
 
 def finish_backend(fns: dict[str, Callable[[], Any]], backend: str, *, shape: list[int], threads: int, warmup: int,
@@ -356,6 +561,11 @@ def run_job(job: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     backends = {}
     threads = int(job.get("threads") or os.cpu_count() or 1)  # None: all of the device's cores
     for backend in job["backends"]:
+        if backend == "tensorrt":
+            backends[backend] = time_tensorrt(job["models"], shape=job["input_shape"], warmup=job["warmup"],
+                                              runs=job["runs"], reference=job["reference"],
+                                              fp16=bool(job.get("fp16")), progress=progress)
+            continue
         backends[backend] = time_backend(job["models"], backend, shape=job["input_shape"], threads=threads,
                                          warmup=job["warmup"], runs=job["runs"],
                                          time_budget_s=job.get("time_budget_s"), reference=job["reference"],
@@ -379,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(paths[0]) as fh:
             job = json.load(fh)
         for m in job["models"]:  # paths in a job are relative to the job file (the remote temp dir)
-            for key in ("onnx", "torchscript"):
+            for key in ("onnx", "torchscript", "ncnn_param", "ncnn_bin"):
                 if m.get(key) and not os.path.isabs(m[key]):
                     m[key] = os.path.join(base, m[key])
         result = run_job(job, progress=not quiet)

@@ -1,0 +1,82 @@
+"""The shape of the paper's Table 5 on this machine: YOLOv3-D53 at 416, original vs CR 0.5/0.7/0.9.
+
+FLOPs ratio and latency ratio side by side, per runtime (ONNX Runtime and ncnn by default), all
+models interleaved in the same rounds. Random weights with randomized BatchNorm: latency depends
+on shapes, not values; each pruned model is built in-process (l1 masks, lossless reconstruction,
+verified) through the mmdet-yolov3 adapter, and its tensor-only forward (backbone + neck + head,
+no post-processing) is exported and checked against PyTorch before it is timed.
+
+    python benchmarks/table5_yolov3.py [--ratios 0.5 0.7 0.9] [--backends onnxruntime ncnn] [--threads 2]
+        [--runs 5] [--warmup 1] [--round-to N] [--out benchmarks/results/table5_yolov3.json]
+
+The paper's figure for comparison (Raspberry Pi 4, CR 0.5): 5.0755 s -> 1.5771 s, latency ratio
+0.311 at FLOPs ratio 0.223, i.e. 1.39x the FLOPs ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_latency_common import MODELS, build_variants, command, models_info, time_at_threads, write_json  # noqa: E402
+
+from lrp_plugin.core.metrics import paper_flops  # noqa: E402
+
+PAPER_PI4_CR05 = {"latency_ratio": 1.5771 / 5.0755, "flops_ratio": 0.223}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7, 0.9])
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "ncnn"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--round-to", type=int, default=None)
+    ap.add_argument("--size", type=int, default=416)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "table5_yolov3.json"))
+    args = ap.parse_args()
+    spec, _ = MODELS["yolov3"]
+    entries, x = build_variants(spec, [3, args.size, args.size],
+                                [{"prune_ratio": r, "round_to": args.round_to} for r in args.ratios])
+    info = models_info(entries)
+    timed = time_at_threads(entries, x, args.backends, [args.threads], warmup=args.warmup, runs=args.runs)
+    result = timed[args.threads]
+    ref = entries[0].name
+    rows = []
+    for e, cr in zip(entries, [0.0, *args.ratios]):
+        row = {"model": e.name, "cr": cr, "gflops": paper_flops(e.macs) / 1e9, "params_m": e.params / 1e6,
+               "flops_ratio": info[e.name]["macs_ratio"]}
+        for b, block in result["backends"].items():
+            row[f"{b}_median_ms"] = block["models"][e.name]["median_ms"]
+            if e.name != ref:
+                r = block["ratios"][e.name]
+                row[f"{b}_latency_ratio"] = r["median"]
+                row[f"{b}_latency_ratio_p10_p90"] = [r["p10"], r["p90"]]
+                row[f"{b}_latency_over_flops"] = r["median"] / row["flops_ratio"]
+        rows.append(row)
+    print(f"YOLOv3-D53 {args.size}x{args.size}, {args.threads} threads, {args.runs} interleaved runs; "
+          f"latency ratio = median of per-run pruned/original")
+    head = f"{'CR':>4} {'GFLOPs':>7} {'params M':>8} {'FLOPs ratio':>11}" + "".join(
+        f" | {b + ' ms':>16} {'lat. ratio':>10} {'lat/FLOPs':>9}" for b in args.backends)
+    print(head)
+    for row in rows:
+        line = f"{row['cr']:>4.1f} {row['gflops']:>7.2f} {row['params_m']:>8.2f} {row['flops_ratio']:>11.3f}"
+        for b in args.backends:
+            lat = row.get(f"{b}_latency_ratio")
+            line += (f" | {row[f'{b}_median_ms']:>16.1f} {lat if lat is not None else 1.0:>10.3f} "
+                     f"{row.get(f'{b}_latency_over_flops', 1.0):>9.2f}")
+        print(line)
+    paper = PAPER_PI4_CR05
+    print(f"paper, Raspberry Pi 4, CR 0.5: latency ratio {paper['latency_ratio']:.3f} at FLOPs ratio "
+          f"{paper['flops_ratio']:.3f} ({paper['latency_ratio'] / paper['flops_ratio']:.2f}x)")
+    path = write_json(Path(args.out), {"benchmark": "table5_yolov3", "command": command(), "rows": rows,
+                                       "paper_pi4_cr05": PAPER_PI4_CR05, "models": info, "result": result})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
