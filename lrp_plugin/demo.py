@@ -50,7 +50,7 @@ def _latency(models, example, runs, progress) -> dict[str, Any]:
     from .latency.measure import time_interleaved
 
     return time_interleaved(models, example, runs=runs, warmup=5, threads=torch.get_num_threads(),
-                            progress=progress).to_dict()
+                            progress=progress)
 
 
 def write_report(out: Path, results: dict[str, Any]) -> None:

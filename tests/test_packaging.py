@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-OPTIONAL = ["timm", "nni", "mmcv", "mmengine", "mmdet", "mmseg", "onnx", "onnxruntime", "sklearn", "matplotlib"]
+OPTIONAL = ["timm", "nni", "mmcv", "mmengine", "mmdet", "mmseg", "onnx", "onnxruntime", "ncnn", "pnnx", "sklearn",
+            "matplotlib"]
 
 
 # every module a user imports before reaching for an extra: none may import an optional library
