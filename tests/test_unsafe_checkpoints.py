@@ -69,3 +69,12 @@ def test_tampered_pruned_checkpoint_is_refused_by_lrp_pruned(tmp_path):
 
     good = {"meta": {"lrp_spec_json": "{}"}, "state_dict": {}}
     _check_refused(read_spec, _tampered(tmp_path / "pruned.pth", good))
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_a_file_torch_cannot_read_is_a_spec_mismatch_not_a_pickle_error(tmp_path, content):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(content)
+    with pytest.raises(lrp.SpecMismatchError, match="torch.load cannot read it") as info:
+        lrp.load_pruned(_toy(), path)
+    assert "weights_only=False" not in str(info.value) and path.read_bytes() == content

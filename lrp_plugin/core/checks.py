@@ -50,8 +50,15 @@ def load_weights_only(path: str | Path, what: str) -> Any:
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
         named = re.search(r"GLOBAL (\S+)", str(exc))
+        if named is None:  # not a pickled object: a corrupt file, or no torch file at all
+            lines = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()
+            reason = lines[0][:120] if lines else type(exc).__name__
+            raise SpecMismatchError(
+                f"{str(path)!r} is not a {what} lrp_plugin wrote: torch.load cannot read it ({reason}). "
+                "Pass the file lrp_plugin wrote (lrp.save_pruned, lrp.save_masked, LosslessPruningHook)"
+            ) from None
         cause = f" (it calls {named.group(1)})" if named else ""
         raise UnsafeCheckpointError(
             f"{what} {str(path)!r} holds pickled Python objects besides tensors{cause}; it was not loaded, "
