@@ -168,6 +168,9 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
             return f"grouped conv{where} with groups={module.groups} in a layout lrp_plugin does not prune"
     if kind == OPTYPE.ELEMENTWISE:
         name = op_name(node)
+        if name in ("nativegroupnorm", "nativelayernorm", "groupnorm", "layernorm"):  # functional norms
+            return (f"coupled through a functional {name.replace('native', '')} (F.{name.replace('native', '')}), "
+                    "whose statistics span all channels (removing even an all-zero channel changes its output)")
         if name in PER_CHANNEL_OPS or (name in DIM_OPS and _dim_op_is_per_channel(node)):
             return ""
         if name in ("permute", "transpose") and _layout_change(node):
