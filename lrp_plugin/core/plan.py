@@ -97,35 +97,34 @@ def keep_each_producer_alive(group: ChannelGroup, keep: torch.Tensor) -> int:
     return added
 
 
+def _even_out(parts: list[list[int]], width: int, keep: torch.Tensor) -> int:
+    """Keep removed roots until every part (``width`` channels, of which ``roots`` are this
+    group's) keeps the same count, at least one; returns how many were kept."""
+    kept = [width - len(roots) + sum(bool(keep[r]) for r in roots) for roots in parts]
+    target, added = max(max(kept, default=1), 1), 0
+    for count, roots in zip(kept, parts):
+        for root in (r for r in roots if not bool(keep[r])):
+            if count >= target:
+                break
+            keep[root] = True
+            count += 1
+            added += 1
+    return added
+
+
 def balance_grouped_convs(group: ChannelGroup, keep: torch.Tensor) -> int:
     """Grouped convs need the same channel count in every conv group: keep extra (zero) channels."""
     added = 0
-    changed = True
-    while changed:
-        changed = False
-        for member in group.items:
-            module = member.module
-            if not grouped_conv(module):
-                continue
-            is_out = member in group.producers
-            width = (module.out_channels if is_out else module.in_channels) // module.groups
-            per_group: dict[int, list[tuple[int, int]]] = {}
-            for idx, root in zip(member.idxs, member.root_idxs):
-                per_group.setdefault(idx // width, []).append((idx, root))
-            for g in range(module.groups):
-                per_group.setdefault(g, [])
-            # channels of the conv group outside this group are kept anyway
-            kept = {g: width - len(pairs) + sum(bool(keep[r]) for _, r in pairs) for g, pairs in per_group.items()}
-            target = max(max(kept.values()), 1)
-            for g, pairs in per_group.items():
-                for _, root in pairs:
-                    if kept[g] >= target:
-                        break
-                    if not bool(keep[root]):
-                        keep[root] = True
-                        kept[g] += 1
-                        added += 1
-                        changed = True
+    for member in group.items:
+        module = member.module
+        if not grouped_conv(module):
+            continue
+        channels = module.out_channels if member in group.producers else module.in_channels
+        width = channels // module.groups
+        parts: list[list[int]] = [[] for _ in range(module.groups)]
+        for idx, root in zip(member.idxs, member.root_idxs):
+            parts[idx // width].append(root)
+        added += _even_out(parts, width, keep)
     return added
 
 
@@ -134,22 +133,11 @@ def balance_splits(group: ChannelGroup, keep: torch.Tensor) -> int:
     added = 0
     for member in group.splits:
         offsets = member.dep.target.module.offsets
+        width = offsets[1] - offsets[0]
         parts: list[list[int]] = [[] for _ in offsets[:-1]]
         for idx, root in zip(member.idxs, member.root_idxs):
-            for p, (a, b) in enumerate(zip(offsets, offsets[1:])):
-                if a <= idx < b:
-                    parts[p].append(root)
-        size = offsets[1] - offsets[0]
-        kept = [size - len(roots) + sum(bool(keep[r]) for r in roots) for roots in parts]
-        target = max(max(kept), 1)
-        for p, roots in enumerate(parts):
-            for root in roots:
-                if kept[p] >= target:
-                    break
-                if not bool(keep[root]):
-                    keep[root] = True
-                    kept[p] += 1
-                    added += 1
+            parts[min(idx // width, len(parts) - 1)].append(root)
+        added += _even_out(parts, width, keep)
     return added
 
 

@@ -50,21 +50,13 @@ class ReconstructionReport:
     def macs_ratio(self) -> float:
         return self.macs_after / max(self.macs_before, 1)
 
-    @property
-    def zero_channels_kept(self) -> int:
-        return sum(g.zero_channels_kept for g in self.groups)
+    def _total(self, field_name: str) -> int:
+        return sum(getattr(g, field_name) for g in self.groups)
 
-    @property
-    def constants_folded(self) -> int:
-        return sum(g.constants_folded for g in self.groups)
-
-    @property
-    def constant_channels_kept(self) -> int:
-        return sum(g.constant_channels_kept for g in self.groups)
-
-    @property
-    def not_constant_kept(self) -> int:
-        return sum(g.not_constant_kept for g in self.groups)
+    zero_channels_kept = property(lambda self: self._total("zero_channels_kept"))
+    constants_folded = property(lambda self: self._total("constants_folded"))
+    constant_channels_kept = property(lambda self: self._total("constant_channels_kept"))
+    not_constant_kept = property(lambda self: self._total("not_constant_kept"))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
