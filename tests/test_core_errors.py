@@ -180,5 +180,8 @@ def test_every_criterion_alias_works_in_every_entry_point(alias):
     x = torch.randn(1, 3, 12, 12)
     assert lrp.compute_masks(model, x, alias, 0.5).meta["criterion"] == alias
     assert LosslessPruner(model, x, alias, pruning_ratio=0.5).criterion == name
+    from lrp_plugin.cli import build_parser
+
+    assert build_parser().parse_args(["latency", "timm:resnet18", "--criterion", alias]).criterion == name
     with pytest.raises(lrp.UnknownCriterionError, match="l1"):
         LosslessPruner(model, x, alias + "x", pruning_ratio=0.5)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.criteria import criterion_name
 from ..errors import LRPError
 from .api import LatencyJob, run_job
 from .remote import SSHTarget
@@ -53,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-to", type=_round_to, help="keep pruned channel counts at multiples of N (lossless: the "
                                                       "extra channels are zero); auto: the multiple that paid on the "
                                                       "first backend in the round_to study")
-    p.add_argument("--criterion", default="l1", choices=["l1", "l2", "gm"], help="criterion for --prune-ratio")
+    p.add_argument("--criterion", default="l1", type=criterion_name,
+                   help="criterion for --prune-ratio: l1, l2, gm (or L1Norm, FPGM, ...)")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size of timm models (default 1000)")
     p.add_argument("--input-shape", type=_shape, help="C,H,W of one sample (default 3,224,224; ONNX: its own)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
