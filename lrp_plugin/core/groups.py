@@ -36,6 +36,9 @@ PER_CHANNEL_OPS = frozenset({
     # functional batch norm (timm's BatchNormAct2d runs it inside the module, whose output is the act's)
     "nativebatchnorm", "cudnnbatchnorm", "batchnorm",
 })
+# Functional norms whose statistics span channels (the module forms are caught by type).
+FUNCTIONAL_NORMS = {"nativelayernorm": "LayerNorm", "layernorm": "LayerNorm", "nativegroupnorm": "GroupNorm",
+                    "groupnorm": "GroupNorm"}
 # Reductions and dimension ops that are per-channel unless they touch dim 0/1.
 DIM_OPS = frozenset({"mean", "sum", "amax", "amin", "squeeze", "unsqueeze", "softmax"})
 
@@ -168,9 +171,10 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
             return f"grouped conv{where} with groups={module.groups} in a layout lrp_plugin does not prune"
     if kind == OPTYPE.ELEMENTWISE:
         name = op_name(node)
-        if name in ("nativegroupnorm", "nativelayernorm", "groupnorm", "layernorm"):  # functional norms
-            return (f"coupled through a functional {name.replace('native', '')} (F.{name.replace('native', '')}), "
-                    "whose statistics span all channels (removing even an all-zero channel changes its output)")
+        norm = FUNCTIONAL_NORMS.get(name)
+        if norm:
+            return (f"coupled through a functional {norm}, whose statistics span all channels "
+                    "(removing even an all-zero channel changes its output)")
         if name in PER_CHANNEL_OPS or (name in DIM_OPS and _dim_op_is_per_channel(node)):
             return ""
         if name in ("permute", "transpose") and _layout_change(node):

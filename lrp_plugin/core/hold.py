@@ -24,9 +24,11 @@ from torch import nn
 
 from ..errors import MaskError
 from .checks import check_state_dict_fits, load_weights_only
-from .graph import ForwardFn, probe_model
+from .graph import ForwardFn, build_graph, probe_model
+from .groups import GroupWalker
 from .masks import ChannelMasks, validate_masks
 from .modules import unwrap_model
+from .plan import downstream_norm_masks
 
 _STATE_ATTR = "_lrp_masks"
 MASKED_CHECKPOINT_KEY = "lrp_masks"
@@ -135,10 +137,6 @@ def apply_masks(
 def trace_norms(model: nn.Module, masks: ChannelMasks, example_inputs: Any, forward_fn: ForwardFn | None) -> None:
     """Record in ``masks`` the BatchNorm after each masked conv and every BN further down that
     normalizes channels all producers masked (one traced forward and the masked groups)."""
-    from .graph import build_graph
-    from .groups import GroupWalker
-    from .reconstruct import downstream_norm_masks
-
     probe = probe_model(model, example_inputs, forward_fn)
     masks.norm_layers.update({k: v for k, v in probe.norm_after.items() if k in masks})
     walker = GroupWalker(build_graph(model, example_inputs, forward_fn), model)

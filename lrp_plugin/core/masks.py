@@ -19,7 +19,9 @@ from ..errors import MaskError, UnsupportedLayerError
 from .checks import load_weights_only
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
 from .graph import ForwardFn, build_graph, probe_model
+from .groups import GroupWalker
 from .modules import module_names, out_channels
+from .plan import downstream_norm_masks
 
 MASKS_FORMAT = "lrp-channel-masks/1"
 
@@ -200,9 +202,6 @@ def compute_masks(
     naming one in ``ratio_dict`` is an explicit request and raises UnsupportedLayerError.
     ``ratio_dict`` overrides the ratio per module name. The model is not modified.
     """
-    from .groups import GroupWalker
-    from .reconstruct import downstream_norm_masks
-
     ratio = check_ratio(ratio)
     score = get_criterion(criterion)
     per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}

@@ -18,6 +18,9 @@ from torch import nn
 from .groups import ChannelGroup, Member, grouped_conv
 from .report import GroupRecord
 
+# ChannelMasks (masks.py imports this module): a mapping of keep-masks with ``norm_layers``
+ChannelMasksLike = Mapping[str, torch.Tensor]
+
 
 @dataclass
 class ConstantFold:
@@ -264,3 +267,23 @@ def plan_group(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_la
                          channels_after=int(keep.sum()), kept_by_producer=kept_by, zero_channels_kept=zero_kept,
                          note=note)
     return GroupPlan(group=group, record=record, keep=keep), used
+
+
+def downstream_norm_masks(groups: list[ChannelGroup], masks: ChannelMasksLike, output_layers: set[str],
+                          keep_existing: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks for every BatchNorm that normalizes channels all producers masked (e.g. DenseNet's
+    pre-activation BNs after a concat), so a removed channel is zero at every consumer."""
+    immediate = set(masks.norm_layers.values())
+    result: dict[str, torch.Tensor] = {k: v.clone() for k, v in (keep_existing or {}).items()}
+    for group in groups:
+        keep, _, _, _ = merge_votes(group, masks, output_layers, "union")
+        if bool(keep.all()):
+            continue
+        for norm in group.norms:
+            if norm.name is None or norm.name in immediate:
+                continue
+            bn_keep = result.setdefault(norm.name, torch.ones(norm.module.num_features, dtype=torch.bool))
+            for idx, root in zip(norm.idxs, norm.root_idxs):
+                if not bool(keep[root]):
+                    bn_keep[idx] = False
+    return {k: v for k, v in result.items() if not bool(v.all())}

@@ -24,7 +24,7 @@ from .hold import get_masks, held_mask_bn, masked_params, remove_masks, zero_mas
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
 from .modules import unwrap_model
-from .plan import GroupPlan, finalize, plan_constants, plan_group
+from .plan import GroupPlan, downstream_norm_masks, finalize, plan_constants, plan_group
 from .prune import apply_folds, channel_range_hook, prune_plan
 from .report import ReconstructionReport
 from .spec import ORIGINAL_SHAPES_ATTR, adopt_shapes, tensor_shapes
@@ -222,28 +222,6 @@ def _masked_groups(walker: GroupWalker, model: nn.Module, masks: ChannelMasks, o
             f"(ignored_layers in lrp.compute_masks skips them for you): {sorted(skipped)[:8]}; or pass "
             "strict=False to keep their channels and rebuild the rest")
     return groups, skipped
-
-
-def downstream_norm_masks(groups: list[ChannelGroup], masks: ChannelMasks, output_layers: set[str],
-                          keep_existing: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Keep-masks for every BatchNorm that normalizes channels all producers masked (e.g. DenseNet's
-    pre-activation BNs after a concat), so a removed channel is zero at every consumer."""
-    from .plan import merge_votes
-
-    immediate = set(masks.norm_layers.values())
-    result: dict[str, torch.Tensor] = {k: v.clone() for k, v in (keep_existing or {}).items()}
-    for group in groups:
-        keep, _, _, _ = merge_votes(group, masks, output_layers, "union")
-        if bool(keep.all()):
-            continue
-        for norm in group.norms:
-            if norm.name is None or norm.name in immediate:
-                continue
-            bn_keep = result.setdefault(norm.name, torch.ones(norm.module.num_features, dtype=torch.bool))
-            for idx, root in zip(norm.idxs, norm.root_idxs):
-                if not bool(keep[root]):
-                    bn_keep[idx] = False
-    return {k: v for k, v in result.items() if not bool(v.all())}
 
 
 def _removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
