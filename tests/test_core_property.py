@@ -40,7 +40,9 @@ def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_pr
         if isinstance(m, torch.nn.Conv2d) and name != "dense"
     }
     lrp.apply_masks(model, masks, mask_bn=mask_bn, example_inputs=x)
-    result = lrp.reconstruct(model, x)
+    # strict=False: a group Torch-Pruning cannot map is kept whole and reported (report.skipped),
+    # which is a valid answer; anything rebuilt must still be exact
+    result = lrp.reconstruct(model, x, strict=False)
     assert result.report.lossless, str(result.report)
     for module in result.model.modules():
         if isinstance(module, torch.nn.Conv2d):

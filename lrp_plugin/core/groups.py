@@ -159,7 +159,8 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
         if len({b - a for a, b in zip(offsets, offsets[1:])}) > 1:
             return "channels are split into parts of unequal size, which a rebuild cannot keep in proportion"
         if cautious:
-            return "channels are split with a size written in the model's code (split(n) rather than chunk)"
+            return ("a split's parts: the first rebuild with channels removed inside them did not run or match "
+                    "(a split size written in the model's code, e.g. split(n) rather than chunk)")
     if kind == OPTYPE.RESHAPE and not _reshape_is_mapped(node):
         return (f"channels pass a reshape/view ({op_name(node) or 'view'}) that regroups them (e.g. a channel "
                 "shuffle or an attention reshape)")
@@ -251,7 +252,7 @@ class GroupWalker:
         root = tp.dependency.Dependency(fn, fn, source=node, target=node)
         start = [HybridIndex(idx=i, root_idx=i) for i in idxs]
         ordered: list[tuple[Any, list]] = [(root, start)]
-        seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset(i.idx for i in start)]}
+        seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset((i.idx, i.root_idx) for i in start)]}
         stack = [(root, start)]
         steps = 0
         while stack:
@@ -280,7 +281,7 @@ class GroupWalker:
                 if reason:
                     group.blocked = reason
                     return
-                key, signature = (target, nxt.handler), frozenset(i.idx for i in mapped)
+                key, signature = (target, nxt.handler), frozenset((i.idx, i.root_idx) for i in mapped)
                 if signature in seen.setdefault(key, []):
                     continue
                 seen[key].append(signature)

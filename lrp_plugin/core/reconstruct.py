@@ -141,7 +141,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
             plan_constants(plan, values, modules)
     for plan in plans:
         finalize(plan, opt.round_to)
-    retry = not cautious and opt.strict and (opt.mask_bn or opt.fold_constants) and opt.merge == "union"
+    retry = not cautious and (opt.mask_bn or opt.fold_constants) and opt.merge == "union"
 
     # 4. fold and remove
     original_shapes = tensor_shapes(work)
