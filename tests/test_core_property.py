@@ -10,7 +10,8 @@ from toy_models import ToyNet
 import lrp_plugin as lrp
 from lrp_plugin.testing import randomize_batchnorm
 
-# LRP_PROPERTY_EXAMPLES=300 for a longer search (300 passed when this was written)
+# LRP_PROPERTY_EXAMPLES=300 for a longer search (300 passed when this was written); derandomized, so
+# CI checks the same examples every run
 EXAMPLES = int(os.environ.get("LRP_PROPERTY_EXAMPLES", "40"))
 
 width = st.integers(min_value=1, max_value=12)
@@ -24,7 +25,7 @@ block = st.one_of(
 )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(blocks=st.lists(block, min_size=1, max_size=5), stem=width, seed=st.integers(0, 2**16),
        keep_prob=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]),
        mask_bn=st.booleans())
