@@ -32,9 +32,10 @@ def test_duplicate_names_are_refused_unless_forced():
 def test_reimporting_a_declaring_module_does_not_duplicate():
     from lrp_plugin.adapters import timm_resnet
 
-    before = ADAPTERS.names()
+    before, adapter = ADAPTERS.names(), get_adapter("timm-resnet")
     importlib.reload(timm_resnet)
     assert ADAPTERS.names() == before and before.count("timm-resnet") == 1
+    assert get_adapter("timm-resnet") is adapter is timm_resnet.TIMM_RESNET
 
 
 def test_unknown_name_lists_the_registered_ones():

@@ -1,7 +1,7 @@
 """The adapter registry: what the core needs to know about a model family, and nothing about training.
 
 Adapters are registered by name (duplicate names are refused unless ``force=True``; the same
-declaration imported twice replaces itself). ``find_adapter`` imports the built-in adapter
+declaration imported twice keeps the first object). ``find_adapter`` imports the built-in adapter
 modules on demand, so callers never need import-order tricks; third-party adapters register
 with ``register_adapter`` (or are named in ``ADAPTER_LOCATIONS``-style ``locations``).
 """
@@ -55,7 +55,9 @@ class AdapterRegistry:
         # a module imported twice (reload, or under two names) re-declares the same adapter
         same_declaration = (existing is not None and bool(adapter.module)
                             and existing.module.rsplit(".", 1)[-1] == adapter.module.rsplit(".", 1)[-1])
-        if existing is not None and not (force or same_declaration):
+        if same_declaration and not force:  # keep the object callers already hold
+            return existing
+        if existing is not None and not force:
             raise InvalidArgumentError(
                 f"an adapter named {adapter.name!r} is already registered (from {existing.module or 'unknown'}); "
                 "choose another name or pass force=True to replace it")
