@@ -19,6 +19,7 @@ from torch import nn
 from ..compat import OPTYPE, UNMAPPABLE_ATTR, HybridIndex, refresh_index_mapping
 from .budget import BudgetExceeded, bounded
 from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES
+from .modules import module_names
 
 MAX_INDICES = 2_000_000  # a mapping that grows past this is not a channel mapping we can use
 MAX_STEPS = 20_000  # dependencies followed per group: real groups need far fewer (resnet50's largest: ~400)
@@ -193,7 +194,7 @@ class GroupWalker:
         self.cautious = cautious
         self.stale = False  # True when pruned part sizes make the index mappings out of date
         self._activations: dict[Any, bool] = {}
-        self.names = {m: n for n, m in model.named_modules()}
+        self.names = module_names(model)
         self.seconds, self.memory_bytes = seconds, memory_bytes
         refresh_index_mapping(graph)
 
@@ -216,6 +217,22 @@ class GroupWalker:
                 stack.append((current, True))
                 stack.extend((n, False) for n in current.inputs if n not in memo)
         return memo[node]
+
+    def groups_of(self, names: Iterable[str]) -> tuple[list[ChannelGroup], dict[str, str]]:
+        """The group of each named producer, each coupled set walked once; blocked ones with their reason."""
+        modules = {name: module for module, name in self.names.items()}
+        groups, blocked, seen = [], {}, set()
+        for name in names:
+            if name in seen:
+                continue
+            group = self.group_of(modules[name])
+            if group.blocked:
+                blocked[name] = group.blocked
+                seen.add(name)
+                continue
+            seen.update(p.name for p in group.producers)
+            groups.append(group)
+        return groups, blocked
 
     def refresh(self) -> None:
         """After a group was pruned, offsets of concats/splits change: recompute them."""

@@ -140,15 +140,7 @@ def trace_norms(model: nn.Module, masks: ChannelMasks, example_inputs: Any, forw
     probe = probe_model(model, example_inputs, forward_fn)
     masks.norm_layers.update({k: v for k, v in probe.norm_after.items() if k in masks})
     walker = GroupWalker(build_graph(model, example_inputs, forward_fn), model)
-    modules = dict(model.named_modules())
-    groups, seen = [], set()
-    for name, keep in masks.items():
-        if bool(keep.all()) or name in seen:
-            continue
-        group = walker.group_of(modules[name])
-        if not group.blocked:
-            seen.update(p.name for p in group.producers)
-            groups.append(group)
+    groups, _ = walker.groups_of(n for n, keep in masks.items() if not bool(keep.all()))
     masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
     masks.meta["norms_traced"] = True
 

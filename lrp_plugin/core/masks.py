@@ -214,20 +214,15 @@ def compute_masks(
 
     masks = ChannelMasks(meta={"criterion": criterion if isinstance(criterion, str) else getattr(
         criterion, "__name__", "custom"), "ratio": ratio, "norms_traced": True})
-    skipped: dict[str, str] = {}
-    groups, grouped = [], set()
-    for name, module in model.named_modules():
-        if not isinstance(module, layer_types) or name in ignored or name in probe.output_layers:
+    # not used in the forward (untraced): nothing to gain, nothing to check
+    candidates = [name for name, module in model.named_modules() if isinstance(module, layer_types)
+                  and name not in ignored and name not in probe.output_layers and name in traced]
+    groups, skipped = walker.groups_of(candidates)
+    modules = dict(model.named_modules())
+    for name in candidates:
+        if name in skipped:
             continue
-        if name not in traced:  # not used in the forward: nothing to gain, nothing to check
-            continue
-        if name not in grouped:
-            group = walker.group_of(module)
-            if group.blocked:
-                skipped[name] = group.blocked
-                continue
-            grouped.update(p.name for p in group.producers)
-            groups.append(group)
+        module = modules[name]
         layer_ratio = per_layer.get(name, ratio)
         masks[name] = keep_mask_from_scores(score(module.weight), layer_ratio)
         if name in probe.norm_after:

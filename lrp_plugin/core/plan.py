@@ -52,6 +52,12 @@ class GroupPlan:
     def remove(self) -> list[int]:
         return torch.nonzero(~self.keep).flatten().tolist()
 
+    def removed_inputs(self) -> list[tuple[str, list[int]]]:
+        """(consumer, its input indices of removed channels) for every consumer reading them."""
+        removed = set(self.remove)
+        pairs = [(m.name, [i for i, r in zip(m.idxs, m.root_idxs) if r in removed]) for m in self.group.consumers]
+        return [(name, idxs) for name, idxs in pairs if idxs]
+
 
 def merge_votes(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_layers: set[str],
                 merge: str) -> tuple[torch.Tensor, dict[str, int | None], list[str], str]:

@@ -7,12 +7,13 @@ here, on counts the planner balanced.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..compat import OPTYPE, plain_group
+from .graph import ForwardFn, preserved_state, run_forward
 from .groups import GroupWalker, grouped_conv
 from .plan import ChannelValue, ConstantFold, GroupPlan
 
@@ -27,7 +28,7 @@ def channel_range_hook(records: dict, name: str, idxs: list[int]):
 
     def hook(module, inputs):
         x = inputs[0].detach()
-        dim = 1 if isinstance(module, nn.modules.conv._ConvNd) else x.dim() - 1
+        dim = 1 if isinstance(module, nn.modules.conv._ConvNd) else x.dim() - 1  # linears: the last dim
         picked = x.index_select(dim, index.to(x.device)).movedim(dim, 0).reshape(len(index), -1).double()
         low, high = picked.min(dim=1).values.tolist(), picked.max(dim=1).values.tolist()
         for i, lo, hi in zip(index.tolist(), low, high):
@@ -36,6 +37,26 @@ def channel_range_hook(records: dict, name: str, idxs: list[int]):
             records[(name, i)] = seen if old is None else ChannelValue(min(old.low, lo), max(old.high, hi))
 
     return hook
+
+
+def removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
+                           forward_fn: ForwardFn | None) -> dict[tuple[str, int], ChannelValue]:
+    """Min/max of every removed channel at every consumer input, over one forward on the example inputs."""
+    modules = dict(model.named_modules())
+    wanted: dict[str, list[int]] = {}
+    for plan in plans:
+        for name, idxs in plan.removed_inputs():
+            wanted.setdefault(name, []).extend(idxs)
+    records: dict[tuple[str, int], ChannelValue] = {}
+    handles = [modules[name].register_forward_pre_hook(channel_range_hook(records, name, idxs))
+               for name, idxs in wanted.items() if name in modules]
+    try:
+        with preserved_state(model, grad=False):
+            run_forward(model, example_inputs, forward_fn)
+    finally:
+        for h in handles:
+            h.remove()
+    return records
 
 
 # -- folding --------------------------------------------------------------------------------

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, LosslessError, MaskError, UnsupportedLayerError
-from .graph import ForwardFn, build_graph, preserved_state, probe_model, run_forward
+from .graph import ForwardFn, build_graph, probe_model
 from .groups import ChannelGroup, GroupWalker
 from .hold import get_masks, held_mask_bn, masked_params, remove_masks, zero_masked
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
 from .modules import unwrap_model
-from .plan import GroupPlan, downstream_norm_masks, finalize, plan_constants, plan_group
-from .prune import apply_folds, channel_range_hook, prune_plan
+from .plan import downstream_norm_masks, finalize, plan_constants, plan_group
+from .prune import apply_folds, prune_plan, removed_channel_values
 from .report import ReconstructionReport
 from .spec import ORIGINAL_SHAPES_ATTR, adopt_shapes, tensor_shapes
 from .verify import Check, default_tolerance, model_outputs
@@ -135,7 +135,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
     # 2. plan every group; 3. measure the removed channels and plan the constants
     plans = [plan_group(group, masks, probe.output_layers, opt.merge, opt.round_to)[0] for group in groups]
     if opt.merge == "union" and opt.fold_constants:
-        values = _removed_channel_values(work, plans, x, forward_fn)
+        values = removed_channel_values(work, plans, x, forward_fn)
         modules = dict(work.named_modules())
         for plan in plans:
             plan_constants(plan, values, modules)
@@ -196,24 +196,13 @@ def _resolve_masks(target: nn.Module, masks: Mapping[str, Any] | None, mask_bn: 
 def _masked_groups(walker: GroupWalker, model: nn.Module, masks: ChannelMasks, output_layers: set[str],
                    strict: bool) -> tuple[list[ChannelGroup], dict[str, str]]:
     """The group of every producer with masked channels, each once; blocked ones refused or skipped."""
-    modules = dict(model.named_modules())
     traced = {walker.names[m] for m in walker.graph.module2node if isinstance(m, nn.Module) and m in walker.names}
     unused = sorted(n for n, k in masks.items() if not bool(k.all()) and n not in traced and n not in output_layers)
     if unused:
         raise MaskError(
             f"masks name layers that the traced forward never uses: {unused[:5]}; remove them from the masks "
             "or pass example_inputs/forward_fn that run those layers")
-    groups, skipped, seen = [], {}, set()
-    for name, keep in masks.items():
-        if bool(keep.all()) or name in seen:
-            continue
-        group = walker.group_of(modules[name])
-        if group.blocked:
-            skipped[name] = group.blocked
-            seen.add(name)
-            continue
-        seen.update(p.name for p in group.producers)
-        groups.append(group)
+    groups, skipped = walker.groups_of(n for n, keep in masks.items() if not bool(keep.all()))
     if skipped and strict:
         first = next(iter(skipped))
         raise UnsupportedLayerError(
@@ -222,24 +211,3 @@ def _masked_groups(walker: GroupWalker, model: nn.Module, masks: ChannelMasks, o
             f"(ignored_layers in lrp.compute_masks skips them for you): {sorted(skipped)[:8]}; or pass "
             "strict=False to keep their channels and rebuild the rest")
     return groups, skipped
-
-
-def _removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
-                            forward_fn: ForwardFn | None) -> dict:
-    """Min/max of every removed channel at every consumer input, over the example inputs."""
-    modules = dict(model.named_modules())
-    wanted: dict[str, list[int]] = {}
-    for plan in plans:
-        removed = set(plan.remove)
-        for member in plan.group.consumers:
-            wanted.setdefault(member.name, []).extend(i for i, r in zip(member.idxs, member.root_idxs) if r in removed)
-    records: dict = {}
-    handles = [modules[name].register_forward_pre_hook(channel_range_hook(records, name, idxs))
-               for name, idxs in wanted.items() if idxs and name in modules]
-    try:
-        with preserved_state(model, grad=False):
-            run_forward(model, example_inputs, forward_fn)
-    finally:
-        for h in handles:
-            h.remove()
-    return records

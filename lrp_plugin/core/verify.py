@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import LosslessError, TraceError
 from .graph import NO_OUTPUT_MESSAGE, ForwardFn, flatten_tensors, preserved_state, run_forward
 from .plan import GroupPlan
+from .prune import removed_channel_values
 from .report import ReconstructionReport
 
 _TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
@@ -82,31 +83,12 @@ def verify(model: nn.Module, check: Check, plans: list[GroupPlan], report: Recon
 
 def worst_group(check: Check, plans: list[GroupPlan]) -> tuple[str | None, float, str | None]:
     """The group whose removed channels carry the largest values into a consumer, in the masked model."""
-    modules = dict(check.reference.named_modules())
-    leaks: dict[tuple[int, str], float] = {}
-    handles = []
-    for index, plan in enumerate(plans):
-        removed = set(plan.remove)
-        if not removed:
-            continue
-        for member in plan.group.consumers:
-            idxs = [i for i, r in zip(member.idxs, member.root_idxs) if r in removed]
-            if member.name not in modules or not idxs:
-                continue
-
-            def hook(module, inputs, _index=index, _name=member.name, _idxs=idxs):
-                x = inputs[0]
-                dim = 1 if isinstance(module, nn.modules.conv._ConvNd) else x.dim() - 1
-                value = x.detach().index_select(dim, torch.tensor(_idxs, device=x.device)).abs().max().item()
-                leaks[(_index, _name)] = max(leaks.get((_index, _name), 0.0), value)
-
-            handles.append(modules[member.name].register_forward_pre_hook(hook))
-    try:
-        model_outputs(check.reference, check.example_inputs, check.forward_fn)
-    finally:
-        for h in handles:
-            h.remove()
-    if not leaks:
-        return None, 0.0, None
-    (index, consumer), leak = max(leaks.items(), key=lambda kv: kv[1])
-    return plans[index].record.root, leak, consumer
+    values = removed_channel_values(check.reference, plans, check.example_inputs, check.forward_fn)
+    worst: tuple[str | None, float, str | None] = (None, 0.0, None)
+    for plan in plans:
+        for name, idxs in plan.removed_inputs():
+            seen = [values[(name, i)] for i in idxs if (name, i) in values]
+            leak = max((max(abs(v.low), abs(v.high)) for v in seen), default=0.0)
+            if leak > worst[1]:
+                worst = (plan.record.root, leak, name)
+    return worst
