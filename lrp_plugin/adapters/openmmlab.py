@@ -37,13 +37,29 @@ def model_config(scope: str, config: str | Path | Any) -> Any:
     return ConfigDict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg))
 
 
+OPENMMLAB_SCOPES = ("mmdet", "mmseg")
+
+
+def register_scope(scope: str) -> None:
+    """Register ``scope``'s model classes (adapters and builds match on them); MissingExtraError if absent."""
+    require(f"{scope}.utils", scope).register_all_modules(init_default_scope=False)  # extras named as packages
+
+
+def register_installed_scopes() -> None:
+    """Register every installed OpenMMLab scope lrp_plugin has adapters for; absent ones are skipped."""
+    for scope in OPENMMLAB_SCOPES:
+        try:
+            register_scope(scope)
+        except ImportError:
+            continue
+
+
 def build_in_scope(scope: str, model_cfg: Any) -> nn.Module:
     """Build ``model_cfg`` with ``scope``'s registry (randomly initialised, eval mode)."""
-    registry = require(f"{scope}.registry", scope)  # the extras are named after the packages
-    utils = require(f"{scope}.utils", scope)
+    registry = require(f"{scope}.registry", scope)
     from mmengine.registry import DefaultScope
 
-    utils.register_all_modules(init_default_scope=False)
+    register_scope(scope)
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.MODELS.build(model_cfg)
     return model.eval()

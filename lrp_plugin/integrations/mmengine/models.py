@@ -1,5 +1,5 @@
-"""What the hook, the export and LRPPruned share about an OpenMMLab model: its registry
-scopes, its adapter, and a copy that traces without a process group."""
+"""What the hook, the export and LRPPruned share about an OpenMMLab model: its adapter, and a
+copy that traces without a process group."""
 
 from __future__ import annotations
 
@@ -8,22 +8,13 @@ import copy
 from torch import nn
 
 from ...adapters.base import Adapter, find_adapter
+from ...adapters.openmmlab import register_installed_scopes
 from ...errors import UnknownModelError
-
-
-def register_scopes() -> None:
-    """Make sure the mmdet/mmseg model classes are registered (adapters match on them)."""
-    for pkg in ("mmdet", "mmseg"):
-        try:
-            __import__(f"{pkg}.utils", fromlist=["register_all_modules"]).register_all_modules(
-                init_default_scope=False)
-        except ImportError:
-            continue
 
 
 def adapter_for(model: nn.Module) -> Adapter:
     """The adapter of ``model``, or an UnknownModelError naming how to add one."""
-    register_scopes()
+    register_installed_scopes()
     adapter = find_adapter(model)
     if adapter is None:
         raise UnknownModelError(

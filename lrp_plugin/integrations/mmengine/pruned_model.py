@@ -16,11 +16,11 @@ from torch import nn
 
 from ... import core as lrp
 from ...adapters.base import find_adapter
+from ...adapters.openmmlab import register_installed_scopes
 from ...core.checks import check_state_dict_fits, load_weights_only
 from ...core.spec import SPEC_FORMAT
 from ...errors import InvalidArgumentError, SpecMismatchError, UnknownModelError
 from .checkpoint_safety import allow_mmengine_checkpoints
-from .models import register_scopes
 
 SPEC_META_KEY = "lrp_spec_json"  # checkpoint['meta'][SPEC_META_KEY]: the channel spec as JSON
 
@@ -69,7 +69,7 @@ def build_pruned_model(lrp_spec: str | Path | Mapping[str, Any], base_type: str 
     MODELS registry, so it builds under any scope.
     """
     allow_mmengine_checkpoints()  # the Runner loads the checkpoint after building the model
-    register_scopes()
+    register_installed_scopes()
     if base is None:
         if base_type is None:
             raise InvalidArgumentError("LRPPruned needs the stock model: base_type='YOLOV3' (plus the model's own "
