@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from torch import nn
 
 _TORCH_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
@@ -38,3 +39,32 @@ def out_channels(module: nn.Module) -> int | None:
     if isinstance(module, nn.Linear):
         return module.out_features
     return None
+
+
+_LAST_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def memory_formats(model: nn.Module) -> dict[str, torch.memory_format]:
+    """Parameters and buffers stored channels-last (``model.to(memory_format=torch.channels_last)``), by name;
+    tensors whose layout is the same either way (1x1 kernels) are left out."""
+    formats = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        fmt = _LAST_FORMATS.get(tensor.dim())
+        if fmt is not None and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=fmt):
+            formats[name] = fmt
+    return formats
+
+
+@torch.no_grad()
+def restore_memory_formats(model: nn.Module, formats: dict[str, torch.memory_format]) -> None:
+    """Give the named tensors their recorded memory format again (pruning makes new, contiguous ones)."""
+    for name, fmt in formats.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        tensor = getattr(owner, attr)
+        if tensor.is_contiguous(memory_format=fmt):
+            continue
+        if isinstance(tensor, nn.Parameter):
+            tensor.data = tensor.data.contiguous(memory_format=fmt)  # the same Parameter object, new layout
+        else:
+            setattr(owner, attr, tensor.contiguous(memory_format=fmt))
