@@ -9,8 +9,8 @@ from typing import Any
 
 CSV_FIELDS = ["backend", "model", "params", "macs", "macs_ratio", "runs", "threads", "device", "precision", "mean_ms",
               "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "throughput_per_s",
-              "latency_ratio_median", "latency_ratio_mean", "latency_ratio_std", "latency_ratio_p10", "latency_ratio_p90",
-              "latency_over_macs_ratio"]
+              "latency_ratio_median", "latency_ratio_mean", "latency_ratio_std", "latency_ratio_p10",
+              "latency_ratio_p90", "latency_over_macs_ratio"]
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
