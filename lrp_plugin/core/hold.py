@@ -84,13 +84,15 @@ def zero_masked(pairs) -> None:
 
 def _grad_hook(param: torch.Tensor, keep: torch.Tensor):
     # shaped and placed once: the hook runs on every backward
-    mask = keep.to(device=param.device, dtype=param.dtype).view(-1, *([1] * (param.dim() - 1)))
+    drop = (~keep).to(device=param.device).view(-1, *([1] * (param.dim() - 1)))
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
-        nonlocal mask
-        if mask.device != grad.device or mask.dtype != grad.dtype:  # the model moved after apply_masks
-            mask = mask.to(device=grad.device, dtype=grad.dtype)
-        return grad * mask
+        nonlocal drop
+        if drop.device != grad.device:  # the model moved after apply_masks
+            drop = drop.to(device=grad.device)
+        # a fill, not a product: an fp16 overflow (inf) at a masked entry gives 0, not NaN, so a
+        # GradScaler's step is skipped only for the kept weights' own overflows
+        return grad.masked_fill(drop, 0)
 
     return hook
 

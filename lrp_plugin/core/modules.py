@@ -11,7 +11,7 @@ _TORCH_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside DDP, DataParallel or an MMEngine model wrapper (any nesting).
+    """The model inside DDP, DataParallel, ``torch.compile`` or an MMEngine model wrapper (any nesting).
 
     MMEngine is consulted only when it is already imported: a model cannot be wrapped by
     an MMEngine wrapper otherwise, and the core must not import optional libraries.
@@ -19,6 +19,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, _TORCH_WRAPPERS):
             model = model.module
+            continue
+        compiled = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule keeps the eager module here
+        if isinstance(compiled, nn.Module):
+            model = compiled
             continue
         mm_model = sys.modules.get("mmengine.model")
         if mm_model is not None and mm_model.is_model_wrapper(model) and hasattr(model, "module"):
