@@ -181,14 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     write(out, payload)
     work = Path(tempfile.mkdtemp(prefix="lrp-gpu-check-"))
 
-    def mmengine_amp() -> Any:
-        if not device.startswith("cuda"):
-            raise Skipped("MMEngine's AmpOptimWrapper runs on GPUs only")
-        return checks.check_mmengine_amp(device, str(work / "mm"))
-
     plan: dict[str, Callable[[], Any]] = {name: (lambda fn=fn: fn(device)) for name, fn in checks.CHECKS.items()
                                           if name != "compile"}
-    plan["mmengine_amp"] = mmengine_amp
+    plan["mmengine_amp"] = lambda: checks.check_mmengine_amp(device, str(work / "mm"))
     plan["compile"] = lambda: checks.check_compile(device)
     plan["latency_cli"] = lambda: latency_cli(device, work / "latency")
     plan["latency_table"] = lambda: latency_table(device, args.runs)

@@ -267,24 +267,59 @@ def check_channels_last(device: str) -> dict[str, Any]:
 
 
 def check_mmengine_amp(device: str, work_dir: str) -> dict[str, Any]:
-    """The MMEngine hook on the toy model with AmpOptimWrapper (fp16 loss scaling; MMEngine offers it on
-    GPUs only): masks held through training, lossless rebuild."""
-    import mm_toy  # noqa: F401  (registers the toy model, dataset, metric and adapter)
+    """MMEngine's AmpOptimWrapper (fp16 with dynamic loss scaling; MMEngine offers it on GPUs only, so the CPU
+    dry run uses OptimWrapper) on the toy model of tests/mm_toy.py: masks held through MMEngine's own
+    ``train_step``, lossless rebuild. Then the same through a Runner with LosslessPruningHook, where the
+    Runner can be built (its visualizer needs OpenCV and matplotlib; without them that part is skipped)."""
+    from mm_toy import SIZE, ToyConvNet
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+
+    cuda = device.startswith("cuda")
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ToyConvNet()).to(device)
+    x = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
+    logits = lambda m, inputs: m.logits(inputs)  # noqa: E731
+    masks = lrp.compute_masks(model, x, "l1", 0.5, forward_fn=logits)
+    lrp.apply_masks(model, masks)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    wrapper = AmpOptimWrapper(optimizer=sgd, dtype="float16", loss_scale="dynamic") if cuda else OptimWrapper(sgd)
+    data = dict(inputs=x, data_samples=torch.randint(0, 3, (4,), generator=torch.Generator().manual_seed(2)))
+    kept = model.stem[0].weight.detach().clone()
+    model.train()
+    for _ in range(8):
+        model.train_step(data, wrapper)
+    model.eval()
+    assert not torch.equal(kept, model.stem[0].weight), "no step was taken: the check would prove nothing"
+    assert lrp.masks_hold(model), f"a masked weight moved under {type(wrapper).__name__}"
+    result = lrp.reconstruct(model, x, forward_fn=logits)
+    assert result.report.lossless and result.report.max_rel_error <= LOSSLESS, result.report.max_rel_error
+    out = {"optim_wrapper": type(wrapper).__name__, "train_step": {"max_rel_error": result.report.max_rel_error,
+                                                                   "params_ratio": result.report.params_ratio}}
+    try:
+        out["runner"] = _runner_with_hook(device, work_dir, "AmpOptimWrapper" if cuda else "OptimWrapper")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("cv2", "matplotlib"):
+            raise
+        out["runner"] = f"skipped: MMEngine's Runner needs {exc.name}, not installed here"
+    return out
+
+
+def _runner_with_hook(device: str, work_dir: str, wrapper: str) -> dict[str, Any]:
     from mm_toy import toy_config
     from mmengine.runner import Runner
 
     from lrp_plugin.integrations.mmengine import LosslessPruningHook
 
     cfg = toy_config(work_dir, max_iters=6)
-    cfg.optim_wrapper = dict(type="AmpOptimWrapper", dtype="float16", loss_scale="dynamic",
-                             optimizer=dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=5e-4))
+    cfg.optim_wrapper = dict(type=wrapper, optimizer=dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=5e-4),
+                             **({"dtype": "float16", "loss_scale": "dynamic"} if wrapper == "AmpOptimWrapper" else {}))
     cfg.default_hooks = dict(logger=dict(type="LoggerHook", interval=1))
     runner = Runner.from_cfg(cfg)
     runner.train()
     hook = next(h for h in runner.hooks if isinstance(h, LosslessPruningHook))
     param = next(runner.model.parameters())
     assert param.device.type == torch.device(device).type, f"the Runner trained on {param.device}"
-    assert lrp.masks_hold(runner.model), "a masked weight moved under AmpOptimWrapper"
+    assert lrp.masks_hold(runner.model), f"a masked weight moved under {wrapper} in the Runner"
     assert hook.report.lossless and hook.report.max_rel_error <= LOSSLESS, hook.report.max_rel_error
     return {"optim_wrapper": type(runner.optim_wrapper).__name__, "device": str(param.device),
             "max_rel_error": hook.report.max_rel_error, "params_ratio": hook.report.params_ratio}
