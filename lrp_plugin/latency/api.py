@@ -168,7 +168,7 @@ def run_job(job: LatencyJob) -> dict[str, Any]:
     backends = check_backends(job.resolved_backends(), remote=job.target is not None, device=job.device,
                               precision=job.precision, batch=job.batch)
     if job.target is None:
-        check_device(job.device)  # no GPU here: said before any model is built or exported
+        check_device(job.device, backends)  # no GPU here: said before any model is built or exported
     shape = [job.batch, *_input_shape(job)]
     if job.target is not None:  # reachability, Python and runtimes first: no minutes of exporting before "host down"
         from .remote import preflight

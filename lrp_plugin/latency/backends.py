@@ -74,9 +74,10 @@ def _check_local_runtime(spec: Backend) -> None:
                                f"{ort.get_available_providers()}: {spec.hint}")
 
 
-def check_device(device: str | None) -> None:
-    """``--device cuda`` here needs a torch that finds a GPU: checked before anything is built or exported."""
-    if device != "cuda":
+def check_device(device: str | None, backends: list[str]) -> None:
+    """``--device cuda`` here needs a torch that finds a GPU (for the backends that run torch): checked before
+    anything is built or exported."""
+    if device != "cuda" or not any("torch" in backend(b).needs for b in backends):
         return
     import torch
 
