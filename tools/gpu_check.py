@@ -8,10 +8,12 @@ runs; the JSON is rewritten (whole, via a temporary file) after each check, so a
 keeps what it finished. ``--device cpu`` runs the same code on the CPU at small sizes (a dry run of
 everything but the CUDA-specific lines). Exit status 0 when no check failed.
 
-Checks (tests/gpu/checks.py): exact_mode, channels_last, bf16_training, fp16_gradscaler, half_models,
-ddp, mmengine_amp, compile; then latency_cli (``lrp latency --device cuda`` end to end) and
+In this order (the acceptance checks and the table first, so a run cut short keeps them): exact_mode,
+bf16_training, fp16_gradscaler, compile (if inductor fails: compile_aot_eager as a second data point),
 latency_table (ResNet50 224, layer selection CR 0.5/0.7 x round_to 1/8/16 x fp32/fp16 x batch 1/64,
-PyTorch eager, channels_last, CUDA events; pruned/original latency ratio per run).
+PyTorch eager, channels_last, CUDA events; pruned/original latency ratio per run), channels_last, ddp,
+half_models, mmengine_amp (checks in tests/gpu/checks.py), latency_cli and latency_cuda_graphs
+(``lrp latency --device cuda`` end to end).
 """
 
 from __future__ import annotations
@@ -61,22 +63,23 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def latency_cli(device: str, out_dir: Path) -> dict[str, Any]:
-    """``lrp latency`` end to end on the device: torch + torchscript, fp16 (bf16 on a CPU), channels_last,
-    CUDA graphs (CUDA only); the JSON it writes is read back."""
+def latency_cli(device: str, out_dir: Path, *extra: str) -> dict[str, Any]:
+    """``lrp latency`` end to end on the device: torch + torchscript, fp16 (bf16 on a CPU), channels_last (and
+    ``extra`` flags); the JSON it writes is read back."""
     from lrp_plugin.latency import cli
 
     cuda = device.startswith("cuda")
-    args = ["timm:resnet18", "--prune-ratio", "0.5", "--backend", "torch", "torchscript", "--device",
-            "cuda" if cuda else "cpu", "--fp16" if cuda else "--bf16", "--channels-last",
-            *(["--cuda-graphs"] if cuda else []), "--input-shape", "3,224,224" if cuda else "3,64,64",
-            "--runs", "20" if cuda else "3", "--warmup", "5" if cuda else "1", "--no-plot", "--quiet",
-            "--out", str(out_dir)]
+    backends = ["torch"] if "--cuda-graphs" in extra else ["torch", "torchscript"]
+    args = ["timm:resnet18", "--prune-ratio", "0.5", "--backend", *backends, "--device", "cuda" if cuda else "cpu",
+            "--fp16" if cuda else "--bf16", "--channels-last", *extra,
+            "--input-shape", "3,224,224" if cuda else "3,64,64", "--runs", "20" if cuda else "3",
+            "--warmup", "5" if cuda else "1", "--no-plot", "--quiet", "--out", str(out_dir)]
     code = cli.main(args)
     assert code == 0, f"lrp latency exited {code}"
     result = json.loads((out_dir / "latency.json").read_text())
     blocks = result["backends"]
-    for name, block in blocks.items():
+    assert set(blocks) == set(backends)
+    for block in blocks.values():
         assert block["device"] == ("cuda" if cuda else "cpu") and block["precision"] == ("fp16" if cuda else "bf16")
     return {"args": args, "ratios": {b: blk["ratios"] for b, blk in blocks.items()},
             "median_ms": {b: {m: s["median_ms"] for m, s in blk["models"].items()} for b, blk in blocks.items()},
@@ -181,12 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     write(out, payload)
     work = Path(tempfile.mkdtemp(prefix="lrp-gpu-check-"))
 
-    plan: dict[str, Callable[[], Any]] = {name: (lambda fn=fn: fn(device)) for name, fn in checks.CHECKS.items()
-                                          if name != "compile"}
-    plan["mmengine_amp"] = lambda: checks.check_mmengine_amp(device, str(work / "mm"))
-    plan["compile"] = lambda: checks.check_compile(device)
-    plan["latency_cli"] = lambda: latency_cli(device, work / "latency")
-    plan["latency_table"] = lambda: latency_table(device, args.runs)
+    # the acceptance checks and the latency table first: a run cut short keeps what matters most
+    plan: dict[str, Callable[[], Any]] = {
+        "exact_mode": lambda: checks.check_exact_mode(device),
+        "bf16_training": lambda: checks.check_bf16_training(device),
+        "fp16_gradscaler": lambda: checks.check_fp16_gradscaler(device),
+        "compile": lambda: checks.check_compile(device),
+        "latency_table": lambda: latency_table(device, args.runs),
+        "channels_last": lambda: checks.check_channels_last(device),
+        "ddp": lambda: checks.check_ddp(device),
+        "half_models": lambda: checks.check_half_models(device),
+        "mmengine_amp": lambda: checks.check_mmengine_amp(device, str(work / "mm")),
+        "latency_cli": lambda: latency_cli(device, work / "latency"),
+    }
+    if device.startswith("cuda"):
+        plan["latency_cuda_graphs"] = lambda: latency_cli(device, work / "latency-graphs", "--cuda-graphs")
     unknown = (set(args.only or []) | set(args.skip)) - set(plan)
     if unknown:
         say(f"unknown checks {sorted(unknown)}: use {sorted(plan)}")
@@ -195,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.only and name not in args.only) or name in args.skip:
             continue
         run_check(name, fn, payload, out)
+        if name == "compile" and payload["checks"][name]["status"] == "fail":  # e.g. no C compiler for Triton
+            run_check("compile_aot_eager", lambda: checks.check_compile(device, backend="aot_eager"), payload, out)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     payload["seconds"] = round(time.time() - started, 1)

@@ -187,18 +187,18 @@ def check_fp16_gradscaler(device: str) -> dict[str, Any]:
     return {"model": scale.model, **trained, **rebuild_and_measure(model, x)}
 
 
-def check_compile(device: str) -> dict[str, Any]:
-    """torch.compile (default inductor) of the masked model; training through the compiled module holds the
+def check_compile(device: str, backend: str = "inductor") -> dict[str, Any]:
+    """torch.compile (default: inductor) of the masked model; training through the compiled module holds the
     masks exactly; reconstruct accepts the compiled module (it rebuilds the module inside)."""
     scale = scale_for(device)
     model = timm_model(scale.compile_model, device)
     x = example(scale, device)
     masked_then(model, x)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, backend=backend)
     trained = train(model, x, max(3, scale.steps // 3), dtype=torch.bfloat16, forward=compiled)
     assert lrp.masks_hold(compiled), "a masked weight moved under torch.compile"
     torch._dynamo.reset()  # free the compiled graphs before the rebuild's traces
-    return {"model": scale.compile_model, **trained, **rebuild_and_measure(compiled, x)}
+    return {"model": scale.compile_model, "backend": backend, **trained, **rebuild_and_measure(compiled, x)}
 
 
 def free_port() -> int:

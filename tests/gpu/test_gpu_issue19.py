@@ -16,7 +16,7 @@ import checks  # noqa: E402
 DEVICE = "cuda"
 
 
-@pytest.mark.parametrize("name", sorted(checks.CHECKS))
+@pytest.mark.parametrize("name", sorted(set(checks.CHECKS) - {"bf16_training"}))
 def test_check(name):
     checks.CHECKS[name](DEVICE)
 
