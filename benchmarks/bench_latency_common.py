@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lrp_plugin.latency.api import RunSettings, time_entries
 from lrp_plugin.latency.measure import measure_local, prepare_artifacts
 from lrp_plugin.latency.sources import ModelEntry, SourceRequest, counterpart, load_models
 
@@ -42,6 +43,19 @@ def time_at_threads(entries: list[ModelEntry], x: torch.Tensor, backends: list[s
         for t in threads:
             out[t] = measure_local(entries, job_models, backends, x, threads=t, warmup=warmup, runs=runs,
                                    time_budget_s=None)
+    return out
+
+
+def time_cells(entries: list[ModelEntry], shape: list[int], backends: list[str], cells: list[dict[str, Any]], *,
+               warmup: int, runs: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One interleaved run per cell (``{"device", "precision", "batch", "channels_last", "cuda_graphs"}``, the
+    PyTorch settings of a GPU study); (cell, result) pairs."""
+    out = []
+    for cell in cells:
+        x = torch.randn(cell.get("batch", 1), *shape, generator=torch.Generator().manual_seed(0))
+        run = RunSettings(device=cell.get("device"), precision=cell.get("precision", "fp32"),
+                          channels_last=cell.get("channels_last", False), cuda_graphs=cell.get("cuda_graphs", False))
+        out.append((cell, time_entries(entries, backends, x, warmup=warmup, runs=runs, run=run, progress=False)))
     return out
 
 

@@ -184,12 +184,13 @@ def test_prune_ratio_range_is_the_cores():
 
 
 def test_round_to_auto_follows_the_first_backend():
-    from lrp_plugin.latency.api import ROUND_TO_AUTO
+    from lrp_plugin.latency.backends import BACKENDS
 
     job = LatencyJob(["timm:resnet18"], prune_ratio=0.5, round_to="auto", backends=["onnxruntime", "ncnn"])
-    assert job.validate().resolved_round_to() == ROUND_TO_AUTO["onnxruntime"] > 1  # the study found one that pays
+    ort = BACKENDS["onnxruntime"].round_to_auto[("cpu", "fp32")]
+    assert job.validate().resolved_round_to() == ort > 1  # the study found one that pays
     job.backends = ["ncnn", "onnxruntime"]
-    assert job.resolved_round_to() == ROUND_TO_AUTO.get("ncnn", 1)
+    assert job.resolved_round_to() == BACKENDS["ncnn"].round_to_auto.get(("cpu", "fp32"), 1)
 
 
 def test_round_to_needs_a_prune_ratio():

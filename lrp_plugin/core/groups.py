@@ -97,7 +97,24 @@ def _dim_op_is_per_channel(node: Any) -> bool:
         return False
     dims = dims if isinstance(dims, (tuple, list)) else (dims,)
     ndim = len(sizes)
-    return all(0 <= (d + ndim if d < 0 else d) and (d + ndim if d < 0 else d) >= 2 for d in dims)
+    # autograd saves negative dims as unsigned 64-bit integers (-1 -> 2**64 - 1)
+    dims = [d - 2 ** 64 if d >= 2 ** 63 else d for d in (int(d) for d in dims)]
+    return all(2 <= (d + ndim if d < 0 else d) < ndim for d in dims)
+
+
+def _channels_last_pool_restride(node: Any) -> bool:
+    """The as_strided that ``adaptive_avg_pool2d(x, 1)`` adds on a channels_last input: the mean's
+    dense (N, C, 1, 1) result re-strided to the same layout, so each channel stays where it is."""
+    fn = node.grad_fn
+    size, stride = getattr(fn, "_saved_size", None), getattr(fn, "_saved_stride", None)
+    if size is None or stride is None or len(size) != 4 or tuple(int(s) for s in size[2:]) != (1, 1):
+        return False
+    if getattr(fn, "_saved_storage_offset", None) not in (None, 0) or int(stride[1]) != 1:
+        return False
+    if int(size[0]) > 1 and int(stride[0]) != int(size[1]):
+        return False
+    sources = [f for f, _ in fn.next_functions if f is not None]
+    return len(sources) == 1 and sources[0].name().lower().startswith("meanbackward")
 
 
 def _layout_change(node: Any) -> bool:
@@ -180,6 +197,8 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
         if name in PER_CHANNEL_OPS or (name in DIM_OPS and _dim_op_is_per_channel(node)):
             return ""
         if name in ("permute", "transpose") and _layout_change(node):
+            return ""
+        if name == "asstrided" and _channels_last_pool_restride(node):
             return ""
         return f"channels reach the op {name or 'unknown'!r}, which mixes or reorders channels"
     return ""

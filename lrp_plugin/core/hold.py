@@ -15,6 +15,7 @@ buffer) and ``save_masked``/``load_masked`` checkpoint metadata.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,13 +85,21 @@ def zero_masked(pairs) -> None:
 
 def _grad_hook(param: torch.Tensor, keep: torch.Tensor):
     # shaped and placed once: the hook runs on every backward
-    mask = keep.to(device=param.device, dtype=param.dtype).view(-1, *([1] * (param.dim() - 1)))
+    drop = (~keep).to(device=param.device).view(-1, *([1] * (param.dim() - 1)))
+    owner = weakref.ref(param)
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
-        nonlocal mask
-        if mask.device != grad.device or mask.dtype != grad.dtype:  # the model moved after apply_masks
-            mask = mask.to(device=grad.device, dtype=grad.dtype)
-        return grad * mask
+        nonlocal drop
+        if drop.device != grad.device:  # the model moved after apply_masks
+            drop = drop.to(device=grad.device)
+        # a fill, not a product: an fp16 overflow (inf) at a masked entry gives 0, not NaN, so a
+        # GradScaler's step is skipped only for the kept weights' own overflows
+        out = grad.masked_fill(drop, 0)
+        target = owner()
+        if target is not None and out.shape == target.shape and out.stride() != target.stride():
+            # the parameter's own layout (channels_last 1x1 kernels), as DDP's gradient buckets expect
+            out = torch.empty_like(target, dtype=out.dtype, device=out.device).copy_(out)
+        return out
 
     return hook
 

@@ -23,12 +23,12 @@ from .groups import ChannelGroup, GroupWalker
 from .hold import get_masks, held_mask_bn, masked_params, remove_masks, zero_masked
 from .masks import ChannelMasks, validate_masks
 from .metrics import count_macs_params
-from .modules import unwrap_model
+from .modules import memory_formats, restore_memory_formats, unwrap_model
 from .plan import downstream_norm_masks, finalize, plan_constants, plan_group
 from .prune import apply_folds, prune_plan, removed_channel_values
 from .report import ReconstructionReport
 from .spec import ORIGINAL_SHAPES_ATTR, adopt_shapes, tensor_shapes
-from .verify import Check, default_tolerance, model_outputs
+from .verify import Check, default_tolerance, exact_arithmetic, model_outputs
 from .verify import verify as verify_outputs
 
 MERGES = ("union", "intersection")
@@ -78,13 +78,15 @@ def reconstruct(
     masks, mask_bn = _resolve_masks(target, masks, mask_bn)
     options = _Options(example_inputs, forward_fn, merge, verify, strict, mask_bn, fold_constants, tolerance,
                        round_to)
-    try:
-        result = _rebuild(target, masks, options, cautious=False)
-    except _RebuildFailed as failed:
-        # the model's own code fixed a channel count (a split size, a custom layer's extra
-        # parameters): rebuild once more with split and custom-layer channels kept whole
-        result = _rebuild(target, masks, options, cautious=True)
-        result.report.notes.append(f"split and custom-layer channels kept whole: the first rebuild failed ({failed})")
+    with exact_arithmetic():  # reference and rebuilt model on the device's exact float32 (no TF32, no autocast)
+        try:
+            result = _rebuild(target, masks, options, cautious=False)
+        except _RebuildFailed as failed:
+            # the model's own code fixed a channel count (a split size, a custom layer's extra
+            # parameters): rebuild once more with split and custom-layer channels kept whole
+            result = _rebuild(target, masks, options, cautious=True)
+            result.report.notes.append(
+                f"split and custom-layer channels kept whole: the first rebuild failed ({failed})")
     if inplace:
         remove_masks(target)
         adopt_shapes(target, result.model)
@@ -145,6 +147,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
 
     # 4. fold and remove
     original_shapes = tensor_shapes(work)
+    formats = memory_formats(work)  # channels_last stays channels_last
     frozen = {n for n, p in work.named_parameters() if not p.requires_grad}
     apply_folds(work, plans, probe.norm_after)
     modules = dict(work.named_modules())
@@ -153,6 +156,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
     setattr(work, ORIGINAL_SHAPES_ATTR, original_shapes)  # lets load_pruned check the base model
     for name, param in work.named_parameters():  # pruning makes new Parameters: keep frozen stages frozen
         param.requires_grad_(name not in frozen)
+    restore_memory_formats(work, formats)
 
     # 5. report and verify
     try:

@@ -2,7 +2,7 @@
 
 Modules: ``api`` (``LatencyJob`` + ``run_job``: the whole run), ``sources`` (a registry of model
 source kinds), ``export`` (ONNX, ncnn via pnnx, TorchScript; checked against PyTorch), ``backends``
-(which runtimes exist), ``measure`` (interleaved timing and stats), ``device`` (device facts and
+(checks against the backend records), ``measure`` (interleaved timing and stats), ``device`` (device facts and
 warnings), ``remote`` (SSH), ``report`` (table/JSON/CSV/PNG), ``cli`` (flags -> job).
 ``runner`` is the self-contained device-side file (ONNX Runtime, ncnn, TorchScript, trtexec).
 Nothing here imports onnx, onnxruntime, ncnn or matplotlib at import time.
@@ -10,6 +10,7 @@ Nothing here imports onnx, onnxruntime, ncnn or matplotlib at import time.
 
 from .errors import (
     BackendError,
+    CudaUnavailableError,
     ExportError,
     HostUnreachableError,
     InputShapeError,
@@ -20,5 +21,5 @@ from .errors import (
     RemoteRuntimeError,
 )
 
-__all__ = ["BackendError", "ExportError", "HostUnreachableError", "InputShapeError", "LatencyError",
-           "ModelSourceError", "RemoteError", "RemotePythonError", "RemoteRuntimeError"]
+__all__ = ["BackendError", "CudaUnavailableError", "ExportError", "HostUnreachableError", "InputShapeError",
+           "LatencyError", "ModelSourceError", "RemoteError", "RemotePythonError", "RemoteRuntimeError"]

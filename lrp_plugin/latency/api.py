@@ -9,17 +9,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidRatioError, UsageError
+from .backends import backend as backend_record
 from .remote import SSHTarget
-
-# round_to="auto": the channel multiple that paid on each runtime in benchmarks/round_to_study.py
-# (benchmarks/results/round_to_study.json, README "Latency"): kept only where one setting beat
-# round_to=1 in every (model, threads) cell. Other runtimes keep channel counts as pruned (1).
-ROUND_TO_AUTO: dict[str, int] = {"onnxruntime": 16}
 
 
 @dataclass
@@ -41,7 +37,11 @@ class LatencyJob:
     runs: int = 50
     time_budget_s: float | None = None
     seed: int = 0
-    fp16: bool = False  # TensorRT precision
+    fp16: bool = False  # fp16 engines (tensorrt) / half-precision PyTorch (torch, torchscript on CUDA)
+    bf16: bool = False  # bfloat16 PyTorch (torch, torchscript)
+    device: str | None = None  # "cpu" | "cuda" for torch/torchscript; None: each backend's own (ort-cuda: CUDA)
+    channels_last: bool = False  # PyTorch backends: model and input in channels_last memory format
+    cuda_graphs: bool = False  # PyTorch backends on CUDA: capture the forward once, replay it
     target: SSHTarget | None = None  # None: time here
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the result's settings (e.g. a study's labels)
@@ -68,16 +68,28 @@ class LatencyJob:
             raise UsageError("--round-to applies to the pruned build: give --prune-ratio too")
         if not self.models:
             raise UsageError("no model given: e.g. timm:resnet18 --prune-ratio 0.5")
+        if self.fp16 and self.bf16:
+            raise UsageError("--fp16 and --bf16 exclude each other: give one")
+        if self.device not in (None, "cpu", "cuda"):
+            raise UsageError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.cuda_graphs and self.device != "cuda":
+            raise UsageError("--cuda-graphs captures CUDA work: give --device cuda too")
         return self
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
 
     def resolved_backends(self) -> list[str]:
         return list(self.backends or (["onnxruntime"] if self.target is not None else ["onnxruntime", "torch"]))
 
     def resolved_round_to(self) -> int | None:
-        """``auto`` -> the study's multiple for the first backend (1 where it found none that pays)."""
+        """``auto`` -> the multiple measured to pay on the first backend at this device and precision (its
+        record's ``round_to_auto``; 1 where the study found none that pays, or has not measured it)."""
         if self.round_to != "auto":
             return self.round_to
-        return ROUND_TO_AUTO.get(self.resolved_backends()[0], 1)
+        first = backend_record(self.resolved_backends()[0])
+        return first.round_to_auto.get((self.device or first.devices[0], self.precision), 1)
 
 
 def _input_shape(job: LatencyJob) -> list[int]:
@@ -94,8 +106,18 @@ def _input_shape(job: LatencyJob) -> list[int]:
     return [3, 224, 224]
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How PyTorch runs the models on the timing machine (the job's ``--device``, precision, layout, graphs)."""
+
+    device: str | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    cuda_graphs: bool = False
+
+
 def time_entries(entries: list[Any], backends: list[str], x: Any, *, threads: int | None = None, warmup: int = 10,
-                 runs: int = 50, time_budget_s: float | None = None, fp16: bool = False,
+                 runs: int = 50, time_budget_s: float | None = None, run: RunSettings = RunSettings(),
                  target: SSHTarget | None = None, progress: bool = True) -> dict[str, Any]:
     """Export and time already built ``ModelEntry``s (the first is the reference) here or on ``target``.
 
@@ -112,16 +134,19 @@ def time_entries(entries: list[Any], backends: list[str], x: Any, *, threads: in
             from .remote import run_remote
 
             device_job = {"backends": backends, "input_shape": shape, "threads": threads, "warmup": warmup,
-                          "runs": runs, "time_budget_s": time_budget_s, "reference": ref.name, "fp16": fp16}
+                          "runs": runs, "time_budget_s": time_budget_s, "reference": ref.name, **asdict(run)}
             result = run_remote(target, job_models, device_job, progress=progress, checked=True)
         else:
             result = measure_local(entries, job_models, backends, x, threads=local_threads, warmup=warmup,
-                                   runs=runs, time_budget_s=time_budget_s, fp16=fp16, progress=progress)
+                                   runs=runs, time_budget_s=time_budget_s, device=run.device or "cpu",
+                                   precision=run.precision, channels_last=run.channels_last,
+                                   cuda_graphs=run.cuda_graphs, progress=progress)
     used_threads = next((b["threads"] for b in result["backends"].values() if b.get("threads")), None)
     result.update(
         mode="remote" if target is not None else "local", host=target.host if target else None, reference=ref.name,
         settings={"input_shape": shape, "batch": shape[0], "threads": used_threads, "warmup": warmup, "runs": runs,
-                  "time_budget_s": time_budget_s, "backends": backends, "fp16": fp16},
+                  "time_budget_s": time_budget_s, "backends": backends, "fp16": run.precision == "fp16",
+                  **asdict(run)},
         models={e.name: {"source": e.source, "params": e.params, "macs": e.macs,
                          "macs_ratio": e.macs / ref.macs if e.macs and ref.macs else None,
                          "params_ratio": e.params / ref.params if e.params and ref.params else None,
@@ -135,14 +160,15 @@ def run_job(job: LatencyJob) -> dict[str, Any]:
     """Load, export (checked), time interleaved (here or on ``job.target``) and return the full result dict."""
     import torch
 
-    from .backends import check_backends
+    from .backends import check_backends, check_device
     from .errors import ModelSourceError
     from .sources import SourceRequest, load_models
 
     job.validate()
-    backends = check_backends(job.resolved_backends(), remote=job.target is not None)
-    if "ncnn" in backends and job.batch != 1:
-        raise UsageError("--backend ncnn times one image per forward: use --batch 1")
+    backends = check_backends(job.resolved_backends(), remote=job.target is not None, device=job.device,
+                              precision=job.precision, batch=job.batch)
+    if job.target is None:
+        check_device(job.device, backends)  # no GPU here: said before any model is built or exported
     shape = [job.batch, *_input_shape(job)]
     if job.target is not None:  # reachability, Python and runtimes first: no minutes of exporting before "host down"
         from .remote import preflight
@@ -150,17 +176,21 @@ def run_job(job: LatencyJob) -> dict[str, Any]:
         if job.progress:
             print(f"checking {job.target.host}: ssh, {job.target.python}, runtimes for {', '.join(backends)}",
                   file=sys.stderr)
-        preflight(job.target, backends)
+        preflight(job.target, backends, job.device)
     round_to = job.resolved_round_to()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(job.seed))
     req = SourceRequest(x=x, base=job.base, checkpoint=job.checkpoint, prune_ratio=job.prune_ratio,
                         criterion=job.criterion, round_to=round_to, num_classes=job.num_classes, seed=job.seed,
                         quiet=not job.progress)
     entries = load_models(job.models, req)
-    if "torch" in backends and any(e.module is None for e in entries):
-        raise ModelSourceError("an .onnx file cannot be timed with --backend torch: use --backend onnxruntime")
+    in_process = [b for b in backends if backend_record(b).local_only]
+    if in_process and any(e.module is None for e in entries):
+        raise ModelSourceError(f"an .onnx file cannot be timed with --backend {in_process[0]}: use --backend "
+                               "onnxruntime")
+    run = RunSettings(device=job.device, precision=job.precision, channels_last=job.channels_last,
+                      cuda_graphs=job.cuda_graphs)
     result = time_entries(entries, backends, x, threads=job.threads, warmup=job.warmup, runs=job.runs,
-                          time_budget_s=job.time_budget_s, fp16=job.fp16, target=job.target, progress=job.progress)
+                          time_budget_s=job.time_budget_s, run=run, target=job.target, progress=job.progress)
     result["settings"].update(batch=job.batch, seed=job.seed, round_to=round_to, round_to_requested=job.round_to,
                               **job.extra)
     return result

@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   lrp latency mmdet:yolo/yolov3_d53_8xb8-ms-416-273e_coco.py --prune-ratio 0.5 --round-to 8 --input-shape 3,416,416
   lrp latency WD/pruned.py --checkpoint WD/pruned.pth --base CONFIG.py --input-shape 3,416,416 --backend ncnn
   lrp latency timm:resnet50 --prune-ratio 0.5 --host nvidia@jetson --backend tensorrt --fp16
+  lrp latency timm:resnet50 --prune-ratio 0.5 --round-to 8 --backend torch --device cuda --fp16 --channels-last
+  lrp latency timm:resnet50 --prune-ratio 0.5 --host nvidia@jetson --backend torchscript --device cuda --fp16
 """
 
 
@@ -51,9 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="weights for mmdet:/mmseg: configs, or the hook's pruned.pth for pruned.py")
     p.add_argument("--prune-ratio", type=float, help="with timm:NAME / mmdet: / mmseg:, also build and time its "
                                                      "pruned counterpart (0 <= ratio < 1)")
-    p.add_argument("--round-to", type=_round_to, help="keep pruned channel counts at multiples of N (lossless: the "
-                                                      "extra channels are zero); auto: the multiple that paid on the "
-                                                      "first backend in the round_to study")
+    p.add_argument("--round-to", type=_round_to,
+                   help="keep pruned channel counts at multiples of N (lossless: the extra channels are zero); auto: "
+                        "the multiple that paid on the first backend at this device and precision (round_to study)")
     p.add_argument("--criterion", default="l1", type=criterion_name,
                    help="criterion for --prune-ratio: l1, l2, gm (or L1Norm, FPGM, ...)")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size of timm models (default 1000)")
@@ -63,7 +65,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch (eager, local only), torchscript, onnxruntime, ort-cuda, ort-tensorrt, ncnn, tensorrt "
                         "(trtexec) (default: onnxruntime torch; remote default: onnxruntime)")
     p.add_argument("--threads", type=int, help="threads for torch, onnxruntime and ncnn (default: all cores)")
-    p.add_argument("--fp16", action="store_true", help="tensorrt: build FP16 engines (trtexec --fp16)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where torch/torchscript run (default cpu); cuda: timed with CUDA events, cuDNN autotuned")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true",
+                           help="tensorrt: FP16 engines (trtexec --fp16); torch/torchscript on CUDA: half precision")
+    precision.add_argument("--bf16", action="store_true", help="torch/torchscript: bfloat16 model and input")
+    p.add_argument("--channels-last", action="store_true",
+                   help="torch/torchscript: model and input in channels_last memory format")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="torch/torchscript on CUDA: capture each forward once as a CUDA graph and replay it")
     p.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default 10)")
     p.add_argument("--runs", type=int, default=50,
                    help="timed interleaved rounds (default 50; the cap with --time-budget)")
@@ -101,7 +112,8 @@ def job_from_args(args: argparse.Namespace) -> LatencyJob:
                       criterion=args.criterion, round_to=args.round_to, num_classes=args.num_classes,
                       input_shape=args.input_shape, batch=args.batch, backends=args.backend, threads=args.threads,
                       warmup=args.warmup, runs=args.runs, time_budget_s=args.time_budget, seed=args.seed,
-                      fp16=args.fp16, target=target, progress=not args.quiet)
+                      fp16=args.fp16, bf16=args.bf16, device=args.device, channels_last=args.channels_last,
+                      cuda_graphs=args.cuda_graphs, target=target, progress=not args.quiet)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

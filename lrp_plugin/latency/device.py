@@ -1,4 +1,4 @@
-"""Device facts (CPU, cores, runtimes; Pi governor/temperature/throttling; Jetson power mode/clocks).
+"""Device facts (CPU, cores, runtimes; Pi governor/temperature/throttling; Jetson power mode/clocks; GPUs).
 
 The collectors live in ``runner.py`` because the same code must run on the device without this
 package; this module is the host-side entry point and formats the facts for the terminal.
@@ -19,6 +19,9 @@ def describe(facts: dict[str, Any]) -> str:
     parts = [f"{facts.get('board') or facts.get('cpu_model')} ({facts.get('machine')}, {facts.get('cpus_usable')}"
              f"/{facts.get('cpu_count')} cores usable)", f"python {rt.get('python')}"]
     parts += [f"{k} {rt[k]}" for k in ("onnxruntime", "torch") if rt.get(k)]
+    for gpu in facts.get("gpus") or []:  # nvidia-smi: clocks in MHz
+        parts.append(f"GPU {gpu.get('name')} (SM {gpu.get('clocks.sm')}/{gpu.get('clocks.max.sm')} MHz, "
+                     f"{gpu.get('temperature.gpu')} C, {gpu.get('power.draw')} W)")
     for key, label in (("governor", "governor"), ("temperature_c", "temp C"), ("throttled", "throttled"),
                        ("nvpmodel", "nvpmodel"), ("clocks_locked", "clocks locked")):
         if facts.get(key) is not None:

@@ -39,3 +39,7 @@ class RemotePythonError(RemoteError):
 
 class RemoteRuntimeError(RemoteError, BackendError):
     """The device's Python lacks numpy/onnxruntime/torch for the requested backend."""
+
+
+class CudaUnavailableError(BackendError):
+    """``--device cuda`` where torch finds no CUDA GPU."""

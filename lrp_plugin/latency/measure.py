@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import MissingExtraError
-from .backends import NEEDS_ONNX
 from .errors import BackendError, InputShapeError
 from .export import export_ncnn, export_onnx, export_torchscript
-from .runner import RunnerError, finish_backend, time_backend, time_tensorrt
+from .runner import BACKENDS, RunnerError, Timing, time_backend
 from .sources import ModelEntry
 
 
@@ -34,55 +33,66 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _eager(model: nn.Module, x: torch.Tensor):
-    def call():
-        with torch.inference_mode():
-            return model(x)
-    return call
-
-
 def time_interleaved(models: dict[str, nn.Module], example: torch.Tensor, *, runs: int = 30, warmup: int = 5,
                      threads: int | None = None, progress: bool = True, time_budget_s: float | None = None,
-                     reference: str | None = None) -> dict[str, Any]:
-    """PyTorch-eager latency of several modules, interleaved; ratios to the first (or ``reference``)."""
+                     reference: str | None = None, device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """PyTorch-eager latency of several modules (copies; the callers' stay as they are), interleaved; ratios to
+    the first (or ``reference``)."""
     threads = threads or torch.get_num_threads()
     reference = reference or next(iter(models))
-    for m in models.values():
-        m.eval()
+    timing = Timing(shape=list(example.shape), threads=threads, device=device, precision=precision)
     with torch_threads(threads):
-        fns = {name: _eager(m, example) for name, m in models.items()}
-        data = finish_backend(fns, "torch", shape=list(example.shape), threads=threads, warmup=warmup, runs=runs,
-                              time_budget_s=time_budget_s, reference=reference, progress=progress)
+        try:
+            data = time_backend([{"name": n, "module": m} for n, m in models.items()], "torch", timing=timing,
+                                warmup=warmup, runs=runs, time_budget_s=time_budget_s, reference=reference,
+                                progress=progress)
+        except RunnerError as exc:
+            raise local_error(exc) from exc
     data["reference"] = reference
     return data
+
+
+def _onnx_artifact(e: ModelEntry, i: int, x: torch.Tensor, workdir: Path, threads: int, progress: bool) -> dict:
+    if e.onnx_path is None:
+        path = workdir / f"model{i}.onnx"
+        _say(progress, f"exporting {e.name} to ONNX and checking it against PyTorch")
+        e.notes["onnx_check"] = export_onnx(e.module, x, path)
+        e.onnx_path = path
+    return {"onnx": str(e.onnx_path)}
+
+
+def _ncnn_artifact(e: ModelEntry, i: int, x: torch.Tensor, workdir: Path, threads: int, progress: bool) -> dict:
+    if e.module is None:
+        raise BackendError(f"{e.name} is an ONNX file: --backend ncnn converts PyTorch models (with pnnx); "
+                           "give the PyTorch source of the model, or time the file with onnxruntime")
+    _say(progress, f"converting {e.name} to ncnn (pnnx) and checking it against PyTorch")
+    check = export_ncnn(e.module, x, workdir / f"ncnn{i}", f"model{i}", threads=threads)
+    paths = {"ncnn_param": check.pop("param"), "ncnn_bin": check.pop("bin")}
+    e.notes["ncnn_check"] = check
+    return paths
+
+
+def _torchscript_artifact(e: ModelEntry, i: int, x: torch.Tensor, workdir: Path, threads: int,
+                          progress: bool) -> dict:
+    if e.module is None:
+        return {}
+    return {"torchscript": str(export_torchscript(e.module, x, workdir / f"model{i}.ts.pt"))}
+
+
+# what each artifact kind of a backend record (runner.Backend.artifact) is made with, on this side
+ARTIFACTS = {"onnx": _onnx_artifact, "ncnn": _ncnn_artifact, "torchscript": _torchscript_artifact}
 
 
 def prepare_artifacts(entries: list[ModelEntry], backends: list[str], x: torch.Tensor, workdir: Path, *,
                       threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
     """Export what the backends need (ONNX and ncnn checked against PyTorch, TorchScript); the runner's models."""
+    kinds = {BACKENDS[b].artifact for b in backends}
     job_models = []
     for i, e in enumerate(entries):
         m: dict[str, Any] = {"name": e.name}
-        if any(b in NEEDS_ONNX for b in backends):
-            if e.onnx_path is not None:
-                m["onnx"] = str(e.onnx_path)
-            else:
-                path = workdir / f"model{i}.onnx"
-                _say(progress, f"exporting {e.name} to ONNX and checking it against PyTorch")
-                e.notes["onnx_check"] = export_onnx(e.module, x, path)
-                e.onnx_path = path
-                m["onnx"] = str(path)
-        if "ncnn" in backends:
-            if e.module is None:
-                raise BackendError(f"{e.name} is an ONNX file: --backend ncnn converts PyTorch models (with pnnx); "
-                                   "give the PyTorch source of the model, or time the file with onnxruntime")
-            _say(progress, f"converting {e.name} to ncnn (pnnx) and checking it against PyTorch")
-            check = export_ncnn(e.module, x, workdir / f"ncnn{i}", f"model{i}", threads=threads)
-            m["ncnn_param"], m["ncnn_bin"] = check.pop("param"), check.pop("bin")
-            e.notes["ncnn_check"] = check
-        if "torchscript" in backends and e.module is not None:
-            path = workdir / f"model{i}.ts.pt"
-            m["torchscript"] = str(export_torchscript(e.module, x, path))
+        for kind, make in ARTIFACTS.items():
+            if kind in kinds:
+                m.update(make(e, i, x, workdir, threads, progress))
         job_models.append(m)
     return job_models
 
@@ -101,27 +111,22 @@ def local_error(exc: RunnerError) -> Exception:
 
 def measure_local(entries: list[ModelEntry], job_models: list[dict[str, Any]], backends: list[str],
                   x: torch.Tensor, *, threads: int, warmup: int, runs: int, time_budget_s: float | None,
-                  fp16: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Time every backend here, models interleaved; same result shape as the device runner's."""
+                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
+                  cuda_graphs: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Time every backend here, models interleaved, with the device runner's own code (PyTorch eager gets
+    the modules themselves); same result shape as a device's."""
     from .runner import SCHEMA, device_facts, device_warnings
 
     before = device_facts()
     out: dict[str, Any] = {}
-    shape = list(x.shape)
-    reference = entries[0].name
+    timing = Timing(shape=list(x.shape), threads=threads, device=device, precision=precision,
+                    channels_last=channels_last, cuda_graphs=cuda_graphs)
+    models = [{**m, "module": e.module} for e, m in zip(entries, job_models)]
     with torch_threads(threads):
         for b in backends:
             try:
-                if b == "torch":
-                    fns = {e.name: _eager(e.module, x) for e in entries if e.module is not None}
-                    out[b] = finish_backend(fns, b, shape=shape, threads=threads, warmup=warmup, runs=runs,
-                                            time_budget_s=time_budget_s, reference=reference, progress=progress)
-                elif b == "tensorrt":
-                    out[b] = time_tensorrt(job_models, shape=shape, warmup=warmup, runs=runs, reference=reference,
-                                           fp16=fp16, progress=progress)
-                else:
-                    out[b] = time_backend(job_models, b, shape=shape, threads=threads, warmup=warmup, runs=runs,
-                                          time_budget_s=time_budget_s, reference=reference, progress=progress)
+                out[b] = time_backend(models, b, timing=timing, warmup=warmup, runs=runs,
+                                      time_budget_s=time_budget_s, reference=entries[0].name, progress=progress)
             except RunnerError as exc:
                 raise local_error(exc) from exc
     after = device_facts()

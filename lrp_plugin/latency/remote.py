@@ -21,14 +21,15 @@ from typing import Any
 from . import runner as runner_module
 from .errors import HostUnreachableError, InputShapeError, RemoteError, RemotePythonError, RemoteRuntimeError
 
+PROBE_MODULES = sorted({need for b in runner_module.BACKENDS.values() for need in b.needs if need != "trtexec"}
+                       | {"numpy"})
 PROBE = ("import importlib.util, json, os, platform, shutil\nout = {'python': platform.python_version()}\n"
-         "for m in ('numpy', 'onnxruntime', 'torch', 'ncnn'):\n"
+         "for m in %r:\n"
          "    out[m] = 'found' if importlib.util.find_spec(m) is not None else None\n"
          "out['trtexec'] = shutil.which('trtexec') or next((p for p in %r if os.access(p, os.X_OK)), None)\n"
-         "print(json.dumps(out))" % (runner_module.TRTEXEC_PLACES,))  # find_spec, not import: torch takes seconds
-NEEDS = {"onnxruntime": ("numpy", "onnxruntime"), "ort-cuda": ("numpy", "onnxruntime"),
-         "ort-tensorrt": ("numpy", "onnxruntime"), "torchscript": ("numpy", "torch"), "ncnn": ("numpy", "ncnn"),
-         "tensorrt": ("trtexec",)}
+         "print(json.dumps(out))" % (PROBE_MODULES, runner_module.TRTEXEC_PLACES))  # find_spec: torch takes seconds
+CUDA_PROBE = ("import json, torch\nprint(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+              "'available': torch.cuda.is_available()}))")
 
 
 @dataclass
@@ -110,21 +111,42 @@ def probe(target: SSHTarget) -> dict[str, Any]:
 def check_runtimes(versions: dict[str, Any], backends: list[str], target: SSHTarget) -> None:
     """A clear error naming the pip command when a backend's runtime is missing on the device."""
     for b in backends:
-        missing = [m for m in NEEDS.get(b, ()) if not versions.get(m)]
+        spec = runner_module.BACKENDS[b]
+        missing = [m for m in spec.needs if not versions.get(m)]
         if missing == ["trtexec"]:
-            raise RemoteRuntimeError(f"{target.host} has no trtexec for backend 'tensorrt' (looked on PATH and in "
-                                     f"{runner_module.TRTEXEC_PLACES}): {runner_module.RUNTIME_HINT['tensorrt']}")
+            raise RemoteRuntimeError(f"{target.host} has no trtexec for backend {b!r} (looked on PATH and in "
+                                     f"{runner_module.TRTEXEC_PLACES}): {spec.hint}")
         if missing:
             raise RemoteRuntimeError(
                 f"{target.python} on {target.host} lacks {', '.join(missing)} for backend {b!r}: on the device run "
-                f"`{target.python} -m pip install {' '.join(missing)}` ({runner_module.RUNTIME_HINT.get(b, '')})")
+                f"`{target.python} -m pip install {' '.join(missing)}` ({spec.hint})")
 
 
-def preflight(target: SSHTarget, backends: list[str]) -> dict[str, Any]:
-    """Fail fast (before any model is built): ssh/scp present, host reachable, Python and runtimes there."""
+def check_cuda(target: SSHTarget) -> dict[str, Any]:
+    """``--device cuda`` on a device: its torch must find the GPU (one import of torch there: seconds)."""
+    done = _run(target.ssh_args(f"{remote_word(target.python)} -c {shlex.quote(CUDA_PROBE)}"), target,
+                "check CUDA in its torch")
+    try:
+        found = json.loads((done.stdout or "").strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        found = {}
+    if done.returncode != 0 or not found.get("available"):
+        detail = (f"torch {found.get('torch')} (CUDA {found.get('cuda')}) finds no GPU" if found else
+                  (done.stderr or "").strip()[-200:])
+        raise RemoteRuntimeError(f"--device cuda, but CUDA is not available to {target.python} on {target.host}: "
+                                 f"{detail}. Install a CUDA build of PyTorch there (on a Jetson: JetPack's "
+                                 "PyTorch wheel) or use --device cpu")
+    return found
+
+
+def preflight(target: SSHTarget, backends: list[str], device: str | None = None) -> dict[str, Any]:
+    """Fail fast (before any model is built): ssh/scp present, host reachable, Python and runtimes there,
+    and CUDA in its torch for ``device='cuda'``."""
     _check_tools()
     versions = probe(target)
     check_runtimes(versions, backends, target)
+    if device == "cuda" and any("torch" in runner_module.BACKENDS[b].needs for b in backends):
+        versions["cuda"] = check_cuda(target)
     return versions
 
 
@@ -132,7 +154,7 @@ def run_remote(target: SSHTarget, job_models: list[dict[str, Any]], job: dict[st
                checked: bool = False) -> dict[str, Any]:
     """Copy runner + models + job to a fresh temp dir on the device, run, fetch JSON, clean up."""
     if not checked:
-        preflight(target, job["backends"])
+        preflight(target, job["backends"], job.get("device"))
     done = _run(target.ssh_args("mktemp -d -t lrp-latency.XXXXXX"), target, "create a temp dir")
     remote_dir = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
     if not remote_dir.startswith("/"):

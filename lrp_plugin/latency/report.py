@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-CSV_FIELDS = ["backend", "model", "params", "macs", "macs_ratio", "runs", "threads", "mean_ms", "std_ms",
-              "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "throughput_per_s", "latency_ratio_median",
-              "latency_ratio_mean", "latency_ratio_std", "latency_ratio_p10", "latency_ratio_p90",
-              "latency_over_macs_ratio"]
+CSV_FIELDS = ["backend", "model", "params", "macs", "macs_ratio", "runs", "threads", "device", "precision", "mean_ms",
+              "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "throughput_per_s",
+              "latency_ratio_median", "latency_ratio_mean", "latency_ratio_std", "latency_ratio_p10",
+              "latency_ratio_p90", "latency_over_macs_ratio"]
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -23,6 +23,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             r = block["ratios"].get(name)
             row = {"backend": backend, "model": name, "params": info.get("params"), "macs": info.get("macs"),
                    "macs_ratio": info.get("macs_ratio"), "runs": s["runs"], "threads": block["threads"],
+                   "device": block.get("device"), "precision": block.get("precision"),
                    **{k: s[k] for k in ("mean_ms", "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms",
                                          "max_ms", "throughput_per_s")}}
             if r is not None:
@@ -58,6 +59,11 @@ def format_table(result: dict[str, Any]) -> str:
     head = (f"latency ({result.get('mode', 'local')}{' on ' + result['host'] if result.get('host') else ''}): "
             f"input {s.get('input_shape')}, {s.get('threads')} threads, warm-up {s.get('warmup')}, "
             f"models interleaved; ratios are per-run pruned/{result.get('reference')} from the same runs")
+    if s.get("device") == "cuda" or s.get("precision", "fp32") != "fp32" or s.get("channels_last"):
+        head += (f"\nPyTorch on {s.get('device') or 'cpu'}, {s.get('precision')}"
+                 + (", channels_last" if s.get("channels_last") else "")
+                 + (", CUDA graphs" if s.get("cuda_graphs") else "")
+                 + (" (CUDA events, cuDNN autotuned)" if s.get("device") == "cuda" else ""))
     from .device import describe
 
     tail = [f"device: {describe(result['device'])}"] if result.get("device") else []

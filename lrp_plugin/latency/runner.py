@@ -5,14 +5,20 @@ models and runs ``python runner.py job.json`` on the device, which needs only nu
 onnxruntime (or torch). Local mode imports the same functions, so local and remote results are
 measured by the same code and have the same shape.
 
+Every backend is one ``Backend`` record in ``BACKENDS`` (what it runs, what the timing machine needs,
+its devices and precisions, its loader, the install hint, the ``round_to`` that pays on it): the host
+side (``backends.py``, ``measure.py``, ``remote.py``, ``api.py``) reads the records and never compares
+backend names, so a backend is added with one ``register_backend`` call here.
+
 A job is JSON: ``{"models": [{"name", "onnx", "torchscript", "ncnn_param", "ncnn_bin"}], "backends": [...],
-"input_shape": [...], "threads", "warmup", "runs", "time_budget_s", "reference", "fp16"}``. The result
-JSON goes to stdout (or ``--out``); progress goes to stderr. ``ncnn`` needs only ``pip install ncnn``
-on the device; ``tensorrt`` drives the device's own ``trtexec`` (JetPack) on the ONNX file.
+"input_shape": [...], "threads", "warmup", "runs", "time_budget_s", "reference", "device", "precision",
+"channels_last", "cuda_graphs"}``. The result JSON goes to stdout (or ``--out``); progress goes to stderr.
+On CUDA each run is timed with CUDA events (the GPU's own clock, synchronized after every run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,20 +27,12 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 SCHEMA = "lrp-latency/1"
-ORT_BACKENDS = {  # backend name -> onnxruntime execution providers, in priority order
-    "onnxruntime": ["CPUExecutionProvider"],
-    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "ort-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
-RUNTIME_HINT = {"onnxruntime": "pip install onnxruntime numpy", "ort-cuda": "pip install onnxruntime-gpu numpy",
-                "ort-tensorrt": "install onnxruntime-gpu built with TensorRT (on a Jetson: the JetPack wheel)",
-                "torch": "pip install torch numpy", "torchscript": "pip install torch numpy",
-                "ncnn": "pip install ncnn numpy",
-                "tensorrt": "install TensorRT (on a Jetson it comes with JetPack: /usr/src/tensorrt/bin/trtexec)"}
 TRTEXEC_PLACES = ("/usr/src/tensorrt/bin/trtexec",)  # JetPack puts trtexec here, not on PATH
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class RunnerError(Exception):
@@ -97,26 +95,49 @@ def ratio_stats(times: dict[str, list[float]], reference: str) -> dict[str, dict
 # ----------------------------------------------------------------------------------------------- timing
 
 
+def wall_clock(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes on this process's clock (CPU runtimes return when done)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cuda_clock() -> Callable[[Callable[[], Any]], float]:
+    """A clock for CUDA work: events recorded around the call on the current stream, synchronized after it,
+    so each run is the GPU's time from its first launch to its last kernel (launch gaps included)."""
+    torch = _import("torch", "torch")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+
+    def clock(fn: Callable[[], Any]) -> float:
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    return clock
+
+
 def interleave(fns: dict[str, Callable[[], Any]], *, warmup: int, runs: int, time_budget_s: float | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
+               progress: Callable[[int, int], None] | None = None,
+               clock: Callable[[Callable[[], Any]], float] = wall_clock) -> dict[str, list[float]]:
     """Time every callable once per round, rotating the order each round, until ``runs`` rounds or the budget.
 
     Interleaving (rather than all runs of A, then all of B) means slow drift affects all models
     alike; rotating the order removes the advantage of going first after another model's run.
-    With a time budget, ``runs`` is the cap and at least 3 rounds are always done.
+    With a time budget, ``runs`` is the cap and at least 3 rounds are always done. ``clock(fn)``
+    runs ``fn`` once and says how long it took (``cuda_clock()`` for GPU work); warm-up runs use it too.
     """
     names = list(fns)
     for _ in range(max(0, warmup)):
         for name in names:
-            fns[name]()
+            clock(fns[name])
     times: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
     for i in range(runs):
         order = names[i % len(names):] + names[:i % len(names)]
         for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock(fns[name]))
         if progress is not None:
             progress(i + 1, runs)
         if time_budget_s is not None and i >= 2 and time.perf_counter() - start >= time_budget_s:
@@ -143,12 +164,70 @@ def _progress_printer(label: str, enabled: bool) -> Callable[[int, int], None] |
 # ----------------------------------------------------------------------------------------------- backends
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The job's settings every loader gets: input shape, threads, and where and how PyTorch runs."""
+
+    shape: list
+    threads: int
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    cuda_graphs: bool = False
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One runtime the tool times with; everything that differs between backends is here.
+
+    ``artifact`` is what it runs: ``"module"`` (the PyTorch module itself, so it times only in the
+    process that built it: local only), ``"onnx"``, ``"torchscript"`` or ``"ncnn"`` (exported and
+    checked on the host, copied to a device). ``load(backend, model, timing)`` prepares one model of a
+    job for timing (None when that model has no such artifact); a backend whose own tool times each
+    model (``trtexec``) has ``own_loop`` instead. ``precisions`` per device; the first device is the
+    default. ``round_to_auto`` maps (device, precision) to the channel multiple measured to pay there
+    (``benchmarks/round_to_study.py``); missing means 1, i.e. channel counts as pruned.
+    """
+
+    name: str
+    artifact: str
+    needs: tuple  # Python modules (or "trtexec") the timing machine needs
+    hint: str  # how to install them
+    load: Callable[..., Any] | None = None
+    precisions: Mapping[str, tuple] = field(default_factory=lambda: {"cpu": ("fp32",)})
+    providers: tuple = ()  # onnxruntime execution providers, in priority order
+    converter: str | None = None  # Python module the host needs to make the artifact
+    batch_one: bool = False
+    own_loop: bool = False
+    round_to_auto: Mapping[tuple, int] = field(default_factory=dict)
+
+    @property
+    def devices(self) -> tuple:
+        return tuple(self.precisions)
+
+    @property
+    def local_only(self) -> bool:
+        return self.artifact == "module"
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, force: bool = False) -> Backend:
+    """Add a backend; a name in use is refused unless ``force``."""
+    if backend.name in BACKENDS and not force:
+        raise ValueError(f"a latency backend named {backend.name!r} exists; pass force=True to replace it")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
 def _import(module: str, backend: str):
     try:
         return __import__(module)
     except ImportError as exc:
+        known = BACKENDS.get(backend)
         raise RunnerError("module_missing", f"{module} is not importable by {sys.executable} ({exc}); the "
-                          f"{backend!r} backend needs it: {RUNTIME_HINT.get(backend, 'pip install ' + module)}"
+                          f"{backend!r} backend needs it: {known.hint if known else 'pip install ' + module}"
                           ) from exc
 
 
@@ -160,11 +239,11 @@ def _make_input(shape: list[int], seed: int = 0):
 def ort_session(path: str, backend: str, threads: int):
     """An ONNX Runtime session with ``threads`` intra-op threads and the backend's providers (checked)."""
     ort = _import("onnxruntime", backend)
-    wanted = ORT_BACKENDS[backend]
+    wanted = list(BACKENDS[backend].providers)
     available = ort.get_available_providers()
     if wanted[0] not in available:
         raise RunnerError("runtime_missing", f"backend {backend!r} needs {wanted[0]}, but this onnxruntime "
-                          f"{ort.__version__} offers only {available}: {RUNTIME_HINT[backend]}")
+                          f"{ort.__version__} offers only {available}: {BACKENDS[backend].hint}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -173,38 +252,108 @@ def ort_session(path: str, backend: str, threads: int):
     return ort.InferenceSession(path, so, providers=[p for p in wanted if p in available])
 
 
-def _ort_callable(path: str, backend: str, threads: int, shape: list[int]) -> tuple[Callable[[], Any], dict]:
-    sess = ort_session(path, backend, threads)
-    x = _make_input(shape)
+def load_onnxruntime(backend: Backend, model: dict, timing: Timing):
+    """An ONNX Runtime session on the backend's providers, checked with one run."""
+    path = model.get("onnx")
+    if not path:
+        return None
+    sess = ort_session(path, backend.name, timing.threads)
+    x = _make_input(timing.shape)
     feed = {sess.get_inputs()[0].name: x}
     try:
         sess.run(None, feed)
     except Exception as exc:  # onnxruntime raises its own exception types (InvalidArgument, Fail, ...)
         declared = [d if isinstance(d, int) else str(d) for d in sess.get_inputs()[0].shape]
-        raise RunnerError("bad_input", f"{os.path.basename(path)} rejects input shape {shape} (it declares "
+        raise RunnerError("bad_input", f"{os.path.basename(path)} rejects input shape {timing.shape} (it declares "
                           f"{declared}): {str(exc).splitlines()[0][:300]}") from exc
     return (lambda: sess.run(None, feed)), {"providers": sess.get_providers()}
 
 
-def _torchscript_callable(path: str, threads: int, shape: list[int]) -> tuple[Callable[[], Any], dict]:
-    torch = _import("torch", "torchscript")
-    torch.set_num_threads(threads)
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_callable(module: Any, timing: Timing, label: str):
+    """One inference-mode forward of ``module`` (changed in place: device, dtype, memory format) on an
+    input made here; with ``timing.cuda_graphs`` the forward is captured once and replayed."""
+    torch = _import("torch", "torch")
+    torch.set_num_threads(timing.threads)
+    if timing.device == "cuda" and not torch.cuda.is_available():
+        raise RunnerError("runtime_missing", f"--device cuda, but torch {torch.__version__} here finds no CUDA "
+                          f"GPU (torch.cuda.is_available() is False; built for CUDA {torch.version.cuda}): install "
+                          "a CUDA build of PyTorch (on a Jetson: JetPack's PyTorch wheel) or time on --device cpu")
+    dtype = getattr(torch, _DTYPES[timing.precision])
+    fmt = torch.channels_last if timing.channels_last else torch.contiguous_format
+    module = module.to(device=timing.device, dtype=dtype).eval()
+    if timing.channels_last:
+        module = module.to(memory_format=fmt)
+    x = torch.from_numpy(_make_input(timing.shape)).to(device=timing.device, dtype=dtype)
+    x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+
+    def call():
+        with torch.inference_mode():
+            return module(x)
+    try:
+        call()
+    except Exception as exc:  # TorchScript raises torch.jit.Error / RuntimeError
+        raise RunnerError("bad_input", f"{label} rejects input shape {timing.shape} as {timing.precision} on "
+                          f"{timing.device}: {str(exc).strip().splitlines()[-1][:300]}") from exc
+    info: dict[str, Any] = {"device": timing.device, "precision": timing.precision,
+                            "channels_last": timing.channels_last, "cuda_graphs": timing.cuda_graphs}
+    if timing.device == "cuda":
+        info.update(gpu_facts(torch))
+        if timing.cuda_graphs:
+            call = _cuda_graph(call, torch)
+    return call, info
+
+
+def _cuda_graph(call: Callable[[], Any], torch: Any) -> Callable[[], Any]:
+    """``call`` captured as a CUDA graph (after warm-up runs on a side stream, as capture requires)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    torch.cuda.synchronize()
+    return graph.replay
+
+
+def gpu_facts(torch: Any) -> dict[str, Any]:
+    """The GPU as PyTorch sees it, and the settings that change its speed and numbers."""
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    tf32 = conv.fp32_precision == "tf32" if hasattr(conv, "fp32_precision") else bool(cudnn.allow_tf32)
+    return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{props.major}.{props.minor}",
+            "gpu_memory_gb": round(props.total_memory / 2 ** 30, 1), "cuda": torch.version.cuda,
+            "cudnn": cudnn.version(), "cudnn_benchmark": bool(cudnn.benchmark), "cudnn_conv_tf32": tf32}
+
+
+def load_torchscript(backend: Backend, model: dict, timing: Timing):
+    path = model.get("torchscript")
+    if not path:
+        return None
+    torch = _import("torch", backend.name)
     import warnings
 
     with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet it is what a device can load alone
         warnings.simplefilter("ignore")
-        model = torch.jit.load(path, map_location="cpu").eval()
-    x = torch.from_numpy(_make_input(shape))
+        module = torch.jit.load(path, map_location="cpu")
+    return torch_callable(module, timing, os.path.basename(path))
 
-    def call():
-        with torch.inference_mode():
-            return model(x)
-    try:
-        call()
-    except Exception as exc:  # TorchScript raises torch.jit.Error / RuntimeError
-        raise RunnerError("bad_input", f"{os.path.basename(path)} rejects input shape {shape}: "
-                          f"{str(exc).strip().splitlines()[-1][:300]}") from exc
-    return call, {}
+
+def load_module(backend: Backend, model: dict, timing: Timing):
+    """The PyTorch module itself (local runs only: the job holds the object); a copy is moved, never the caller's."""
+    module = model.get("module")
+    if module is None:
+        return None
+    import copy
+
+    return torch_callable(copy.deepcopy(module), timing, model["name"])
 
 
 def ncnn_net(param: str, binfile: str, threads: int):
@@ -234,10 +383,13 @@ def ncnn_forward(net, x) -> list:
     return outs
 
 
-def _ncnn_callable(param: str, binfile: str, threads: int, shape: list[int]) -> tuple[Callable[[], Any], dict]:
+def load_ncnn(backend: Backend, model: dict, timing: Timing):
+    param, binfile, shape = model.get("ncnn_param"), model.get("ncnn_bin"), timing.shape
+    if not param:
+        return None
     if int(shape[0]) != 1:  # ncnn blobs are C,H,W: one image per forward
         raise RunnerError("bad_input", f"ncnn times batch 1 only, got input shape {shape}: use --batch 1")
-    net = ncnn_net(param, binfile, threads)
+    net = ncnn_net(param, binfile, timing.threads)
     x = _make_input(shape)
     try:
         ncnn_forward(net, x)
@@ -251,6 +403,29 @@ def _ncnn_callable(param: str, binfile: str, threads: int, shape: list[int]) -> 
     return (lambda: ncnn_forward(net, x)), {"ncnn_threads": int(opt.num_threads), "ncnn_options": {
         k: bool(getattr(opt, k)) for k in ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed",
                                            "use_bf16_storage") if hasattr(opt, k)}}
+
+
+_TORCH_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
+register_backend(Backend("torch", "module", ("torch",), "pip install torch", load_module,
+                         precisions=_TORCH_PRECISIONS))
+register_backend(Backend("torchscript", "torchscript", ("numpy", "torch"),
+                         "pip install torch numpy (on a Jetson: JetPack's PyTorch wheel)", load_torchscript,
+                         precisions=_TORCH_PRECISIONS))
+register_backend(Backend("onnxruntime", "onnx", ("numpy", "onnxruntime"), "pip install onnxruntime numpy",
+                         load_onnxruntime, providers=("CPUExecutionProvider",),
+                         round_to_auto={("cpu", "fp32"): 16}))  # benchmarks/results/round_to_study.json
+register_backend(Backend("ort-cuda", "onnx", ("numpy", "onnxruntime"), "pip install onnxruntime-gpu numpy",
+                         load_onnxruntime, precisions={"cuda": ("fp32",)},
+                         providers=("CUDAExecutionProvider", "CPUExecutionProvider")))
+register_backend(Backend("ort-tensorrt", "onnx", ("numpy", "onnxruntime"),
+                         "install onnxruntime-gpu built with TensorRT (on a Jetson: the JetPack wheel)",
+                         load_onnxruntime, precisions={"cuda": ("fp32",)},
+                         providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")))
+register_backend(Backend("ncnn", "ncnn", ("numpy", "ncnn"), "pip install ncnn numpy", load_ncnn,
+                         converter="pnnx", batch_one=True))
+register_backend(Backend("tensorrt", "onnx", ("trtexec",),
+                         "install TensorRT (on a Jetson it comes with JetPack: /usr/src/tensorrt/bin/trtexec)",
+                         precisions={"cuda": ("fp32", "fp16")}, own_loop=True))
 
 
 # ----------------------------------------------------------------------------------------------- TensorRT
@@ -319,7 +494,7 @@ def trtexec_run(onnx: str, *, warmup: int, runs: int, fp16: bool, timeout_s: flo
     exe = trtexec_path()
     if exe is None:
         raise RunnerError("runtime_missing", f"trtexec is not found on PATH nor in {TRTEXEC_PLACES}: "
-                          f"{RUNTIME_HINT['tensorrt']}")
+                          f"{BACKENDS['tensorrt'].hint}")
     times = onnx + ".times.json"
     # --warmUp is in ms; --duration=0 makes --iterations the exact count; --avgRuns=1 keeps every run
     args = [exe, f"--onnx={onnx}", f"--warmUp={max(0, warmup) * 100}", f"--iterations={runs}", "--duration=0",
@@ -480,7 +655,40 @@ def device_facts() -> dict[str, Any]:
         mn = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq")
         facts["clocks_locked"] = bool(mn and mx and mn == mx) if mn and mx else None
         facts["cpu_freq_khz"] = {"cur": cur, "min": mn, "max": mx}
+        facts["gpu_freq_hz"] = jetson_gpu_clocks()
+    facts["gpus"] = nvidia_smi_gpus()
     return facts
+
+
+NVIDIA_SMI_FIELDS = ("name", "driver_version", "memory.total", "clocks.sm", "clocks.max.sm", "clocks.mem",
+                     "temperature.gpu", "power.draw", "power.limit", "pstate")
+
+
+def nvidia_smi_gpus() -> list[dict[str, str]] | None:
+    """Each NVIDIA GPU as nvidia-smi reports it (clocks in MHz, temperature in C, power in W); None without it."""
+    out = _cmd(["nvidia-smi", f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,noheader,nounits"])
+    if not out:
+        return None
+    gpus = []
+    for line in out.splitlines():
+        values = [v.strip() for v in line.split(",")]
+        if len(values) == len(NVIDIA_SMI_FIELDS):
+            gpus.append(dict(zip(NVIDIA_SMI_FIELDS, values)))
+    return gpus or None
+
+
+def jetson_gpu_clocks() -> dict[str, dict[str, str | None]] | None:
+    """A Jetson's GPU clocks (devfreq: 57000000.gpu on a Nano, 17000000.gv11b/.ga10b on Xavier/Orin), in Hz."""
+    root = "/sys/class/devfreq"
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return None
+    out = {}
+    for name in names:
+        if any(tag in name for tag in ("gpu", "gv11b", "ga10b", "gp10b", "gm20b")):
+            out[name] = {k: _read(f"{root}/{name}/{k}") for k in ("cur_freq", "min_freq", "max_freq", "governor")}
+    return out or None
 
 
 def device_warnings(before: dict[str, Any], after: dict[str, Any] | None = None) -> list[str]:
@@ -507,47 +715,52 @@ def device_warnings(before: dict[str, Any], after: dict[str, Any] | None = None)
 # ----------------------------------------------------------------------------------------------- the job
 
 
-def time_backend(models: list[dict], backend: str, *, shape: list[int], threads: int, warmup: int, runs: int,
+def time_backend(models: list[dict], backend: str, *, timing: Timing, warmup: int, runs: int,
                  time_budget_s: float | None, reference: str, progress: bool) -> dict[str, Any]:
     """Load every model for ``backend``, then time them interleaved; stats per model and ratios to ``reference``."""
-    fns, info = {}, {}
-    for m in models:
-        if backend in ORT_BACKENDS:
-            if not m.get("onnx"):
-                continue
-            fns[m["name"]], info[m["name"]] = _ort_callable(m["onnx"], backend, threads, shape)
-        elif backend == "torchscript":
-            if not m.get("torchscript"):
-                continue
-            fns[m["name"]], info[m["name"]] = _torchscript_callable(m["torchscript"], threads, shape)
-        elif backend == "ncnn":
-            if not m.get("ncnn_param"):
-                continue
-            fns[m["name"]], info[m["name"]] = _ncnn_callable(m["ncnn_param"], m["ncnn_bin"], threads, shape)
-        else:
-            raise RunnerError("bad_job", f"unknown backend {backend!r} on the device: use one of "
-                              f"{sorted([*ORT_BACKENDS, 'torchscript', 'ncnn', 'tensorrt'])}")
-    return finish_backend(fns, backend, shape=shape, threads=threads, warmup=warmup, runs=runs,
-                          time_budget_s=time_budget_s, reference=reference, progress=progress,
-                          extra=_backend_facts(backend, info))
+    spec = BACKENDS.get(backend)
+    if spec is None:
+        raise RunnerError("bad_job", f"unknown backend {backend!r} on the device: use one of {sorted(BACKENDS)}")
+    if spec.own_loop:
+        return time_tensorrt(models, shape=timing.shape, warmup=warmup, runs=runs, reference=reference,
+                             fp16=timing.precision == "fp16", progress=progress)
+    with cudnn_autotuned(timing.device):
+        fns, info = {}, {}
+        for m in models:
+            loaded = spec.load(spec, m, timing)
+            if loaded is not None:
+                fns[m["name"]], info[m["name"]] = loaded
+        clock = cuda_clock() if timing.device == "cuda" else wall_clock
+        return finish_backend(fns, backend, shape=timing.shape, threads=timing.threads, warmup=warmup, runs=runs,
+                              time_budget_s=time_budget_s, reference=reference, progress=progress,
+                              extra=next(iter(info.values()), {}), clock=clock)
 
 
-def _backend_facts(backend: str, info: dict[str, dict]) -> dict[str, Any]:
-    """What the runtime reports about itself (ORT's providers, ncnn's thread count) for the result block."""
-    first = next(iter(info.values()), {})
-    if backend == "ncnn":
-        return {"ncnn_threads": first.get("ncnn_threads"), "ncnn_options": first.get("ncnn_options")}
-    return {"providers": first.get("providers")}
+@contextlib.contextmanager
+def cudnn_autotuned(device: str):
+    """On CUDA, let cuDNN time its algorithms per layer shape during the warm-up (``cudnn.benchmark``, as GPU
+    inference is usually run); pruned layers have other shapes than the original's. Restored after."""
+    if device != "cuda":
+        yield
+        return
+    cudnn = _import("torch", "torch").backends.cudnn
+    before = cudnn.benchmark
+    cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        cudnn.benchmark = before
 
 
 def finish_backend(fns: dict[str, Callable[[], Any]], backend: str, *, shape: list[int], threads: int, warmup: int,
                    runs: int, time_budget_s: float | None, reference: str, progress: bool,
-                   extra: dict | None = None) -> dict[str, Any]:
-    """Interleave ``fns`` and build the backend's result block (shared by local eager and device runs)."""
+                   extra: dict | None = None, clock: Callable[[Callable[[], Any]], float] = wall_clock
+                   ) -> dict[str, Any]:
+    """Interleave ``fns`` and build the backend's result block (``extra``: what the runtime says about itself)."""
     if reference not in fns:
         raise RunnerError("bad_job", f"reference model {reference!r} is not available on backend {backend!r}")
     times = interleave(fns, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
-                       progress=_progress_printer(backend, progress))
+                       progress=_progress_printer(backend, progress), clock=clock)
     batch = int(shape[0])
     return {"backend": backend, "threads": threads, "warmup": warmup, "runs": len(times[reference]),
             **(extra or {}),
@@ -555,21 +768,23 @@ def finish_backend(fns: dict[str, Callable[[], Any]], backend: str, *, shape: li
             "ratios": ratio_stats(times, reference), "times_ms": {n: [v * 1000 for v in t] for n, t in times.items()}}
 
 
-def run_job(job: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Run a whole job: device facts before/after, each backend in turn, warnings."""
+def job_timing(job: dict[str, Any]) -> Timing:
+    """The loaders' settings from a job dict (None threads: all of this machine's cores)."""
+    return Timing(shape=list(job["input_shape"]), threads=int(job.get("threads") or os.cpu_count() or 1),
+                  device=job.get("device") or "cpu", precision=job.get("precision") or "fp32",
+                  channels_last=bool(job.get("channels_last")), cuda_graphs=bool(job.get("cuda_graphs")))
+
+
+def run_device_job(job: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """The device side of a run (``python runner.py job.json``): device facts before/after, each backend in
+    turn, warnings. The host's ``lrp_plugin.latency.api.run_job`` builds and exports; this only times."""
     before = device_facts()
+    timing = job_timing(job)
     backends = {}
-    threads = int(job.get("threads") or os.cpu_count() or 1)  # None: all of the device's cores
     for backend in job["backends"]:
-        if backend == "tensorrt":
-            backends[backend] = time_tensorrt(job["models"], shape=job["input_shape"], warmup=job["warmup"],
-                                              runs=job["runs"], reference=job["reference"],
-                                              fp16=bool(job.get("fp16")), progress=progress)
-            continue
-        backends[backend] = time_backend(job["models"], backend, shape=job["input_shape"], threads=threads,
-                                         warmup=job["warmup"], runs=job["runs"],
-                                         time_budget_s=job.get("time_budget_s"), reference=job["reference"],
-                                         progress=progress)
+        backends[backend] = time_backend(job["models"], backend, timing=timing, warmup=job["warmup"],
+                                         runs=job["runs"], time_budget_s=job.get("time_budget_s"),
+                                         reference=job["reference"], progress=progress)
     after = device_facts()
     return {"schema": SCHEMA, "device": before, "device_after": {k: after.get(k) for k in
             ("temperature_c", "throttled", "governor")}, "warnings": device_warnings(before, after),
@@ -592,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("onnx", "torchscript", "ncnn_param", "ncnn_bin"):
                 if m.get(key) and not os.path.isabs(m[key]):
                     m[key] = os.path.join(base, m[key])
-        result = run_job(job, progress=not quiet)
+        result = run_device_job(job, progress=not quiet)
         code = 0
     except RunnerError as exc:
         result, code = {"schema": SCHEMA, "error": {"kind": exc.kind, "message": str(exc)}}, 3

@@ -3,7 +3,8 @@
 Kinds (first match wins, in this order): ``timm:NAME`` (+ its pruned counterpart),
 ``mmdet:CONFIG`` / ``mmseg:CONFIG`` (a stock config name or a config path, + ``--checkpoint``),
 an ``.onnx`` file, an OpenMMLab ``.py`` config (the hook's ``pruned.py`` with ``pruned.pth``, or a
-stock one), a file from ``lrp.save_pruned`` (with ``--base timm:NAME``). A new kind is one
+stock one), then any kind registered later; an argument no kind claims is read as a file from
+``lrp.save_pruned`` (with ``--base timm:NAME``), the explicit ``FALLBACK_SOURCE``. A new kind is one
 ``register_source(SourceKind(...))`` call.
 
 Detectors and segmenters are timed through their adapter's tensor-only forward (backbone + neck +
@@ -79,7 +80,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {}
 
 
 def register_source(kind: SourceKind, *, force: bool = False) -> SourceKind:
-    """Add a source kind (tried after the ones before it); duplicate names are refused unless ``force``."""
+    """Add a source kind (tried after the ones before it, always before ``FALLBACK_SOURCE``); duplicate names
+    are refused unless ``force``."""
     if kind.name in SOURCE_KINDS and not force:
         raise ModelSourceError(f"a model source kind named {kind.name!r} exists; pass force=True to replace it")
     SOURCE_KINDS[kind.name] = kind
@@ -262,19 +264,15 @@ def _read_config(spec: str) -> tuple[str, Any]:
     return scope, cfg
 
 
-def _load_weights(model: nn.Module, checkpoint: str) -> None:
+def load_weights_into(model: nn.Module, checkpoint: str) -> None:
     """Strictly load an MMEngine checkpoint (``state_dict`` + ``meta``) or a bare state dict."""
     path = _existing_file(checkpoint)
+    from ..core.checks import load_weights_only
     from ..integrations.mmengine_hook import allow_mmengine_checkpoints
 
     allow_mmengine_checkpoints()  # plain types MMEngine puts in checkpoints; still weights_only
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for a file that holds code, EOFError for a truncated one
-        raise ModelSourceError(f"{str(path)!r} is not a loadable checkpoint ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200]}); give the .pth the config was trained or "
-                               "pruned with (it is read with torch.load(weights_only=True), never unpickled)"
-                               ) from exc
+    # the core's reader: UnsafeCheckpointError for a file holding code, SpecMismatchError for one torch cannot read
+    payload = load_weights_only(path, "checkpoint")
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise ModelSourceError(f"{str(path)!r} holds no state dict: give an MMEngine checkpoint (.pth)")
@@ -303,7 +301,7 @@ def _openmmlab_entry(name: str, spec: str, scope: str, model_cfg: Any, req: Sour
                                "or register an Adapter with lrp_plugin.adapters.register_adapter")
     model = adapter.prepare(model)
     if checkpoint is not None:
-        _load_weights(model, checkpoint)
+        load_weights_into(model, checkpoint)
     else:
         randomize_batchnorm(model, seed=req.seed)  # random weights: latency depends on shapes only
     entry = ModelEntry(name, spec, module=TensorForward(model.eval(), adapter.forward_fn).eval())
@@ -361,8 +359,14 @@ register_source(SourceKind("openmmlab", lambda s: _scoped(s)[0] is not None, loa
 register_source(SourceKind("onnx", lambda s: s.lower().endswith(".onnx"), load_onnx, "an .onnx file"))
 register_source(SourceKind("openmmlab-config", lambda s: s.lower().endswith(".py"), load_pruned_config,
                            "the hook's pruned.py (--checkpoint pruned.pth, optional --base CONFIG)"))
-register_source(SourceKind("saved-pruned", lambda s: True, load_saved_pruned,
-                           "a file from lrp.save_pruned (--base timm:NAME)"))
+# not registered: the kind of every argument no registered kind claims, however many are added after
+FALLBACK_SOURCE = SourceKind("saved-pruned", lambda s: True, load_saved_pruned,
+                             "a file from lrp.save_pruned (--base timm:NAME)")
+
+
+def source_kind(spec: str) -> SourceKind:
+    """The first registered kind that claims ``spec``, else the fallback (a file from lrp.save_pruned)."""
+    return next((k for k in SOURCE_KINDS.values() if k.matches(spec)), FALLBACK_SOURCE)
 
 
 def counterpart(entry: ModelEntry, req: SourceRequest) -> ModelEntry:
@@ -401,8 +405,7 @@ def load_models(specs: list[str], req: SourceRequest) -> list[ModelEntry]:
     """Resolve every argument with the first matching source kind; references (bases) come first."""
     entries: list[ModelEntry] = []
     for spec in specs:
-        kind = next(k for k in SOURCE_KINDS.values() if k.matches(spec))
-        entries += kind.load(spec, req)
+        entries += source_kind(spec).load(spec, req)
     entries = [*req.references.values(), *entries]
     if not entries:
         raise ModelSourceError("no model given: e.g. timm:resnet18 --prune-ratio 0.5")
