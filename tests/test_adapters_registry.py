@@ -44,11 +44,11 @@ def test_unknown_name_lists_the_registered_ones():
 
 
 def test_find_adapter_imports_the_builtin_adapters_on_demand():
-    """A fresh process that never imported an adapter module still finds mmdet's YOLOv3 adapter."""
+    """A fresh process that never imported an adapter module still finds mmdet's detector adapter for YOLOv3."""
     pytest.importorskip("mmdet")
     code = ("from lrp_plugin.adapters.base import find_adapter\n"
             "from lrp_plugin.adapters.openmmlab import build_in_scope, model_config\n"
             "cfg = model_config('mmdet', 'yolo/yolov3_d53_8xb8-ms-416-273e_coco.py')\n"
             "print(find_adapter(build_in_scope('mmdet', cfg)).name)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.stdout.strip() == "mmdet-yolov3", out.stderr[-2000:]
+    assert out.stdout.strip() == "mmdet-detector", out.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""MMDetection YOLOv3 and MMSegmentation FCN adapters: lossless reconstruction on random models.
+"""The generic MMDetection and MMSegmentation adapters on the paper's YOLOv3 and FCN: lossless
+reconstruction on random models.
 
 Randomly initialised, BN statistics randomized (so a channel removed while BN still emits
 ``beta - gamma*mean/std`` would show). YOLOv3-D53 runs once at the paper's 416x416; the other
@@ -71,8 +72,8 @@ def yolo_factory():
 def test_yolov3_d53_baseline_params_match_paper(yolo_factory):
     model = yolo_factory()
     assert sum(p.numel() for p in model.parameters()) == YOLOV3_D53_PARAMS
-    assert find_adapter(model).name == "mmdet-yolov3"
-    convs_pred = [f"bbox_head.convs_pred.{i}" for i in range(3)]
+    assert find_adapter(model).name == "mmdet-detector"
+    convs_pred = [f"bbox_head.convs_pred.{i}" for i in range(3)]  # found by tracing, not by name
     assert find_adapter(model).ignored_layers(model) == convs_pred
 
 
@@ -116,7 +117,8 @@ def test_fcn_cr03_lossless_decode_and_auxiliary(fcn_factory, depth, criterion):
     assert model.decode_head.concat_input
     x = torch.randn(1, 3, 64, 64)
     adapter = find_adapter(model)
-    assert adapter.name == "mmseg-encoder-decoder"
+    assert adapter.name == "mmseg-segmentor"
+    assert adapter.ignored_layers(model) == ["auxiliary_head.conv_seg", "decode_head.conv_seg"]
     assert len(_outputs(adapter, model, x)) == 2  # decode + auxiliary logits are both traced
     result = _check_lossless(model, x, criterion, 0.3)
     pruned = result.model

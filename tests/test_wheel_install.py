@@ -25,15 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 CHECK = """
 import json, sys
 import lrp_plugin
-from lrp_plugin.configs import config_path, list_configs
+from lrp_plugin.configs import config_path, config_root, list_configs
 from lrp_plugin.integrations.nni import load_config_list
 from mmengine.config import Config
 
 assert lrp_plugin.__file__.startswith(sys.prefix), lrp_plugin.__file__  # the wheel, not the checkout
 config_list = load_config_list("resnet_cr0.5")
 cfg = Config.fromfile(str(config_path("yolov3_d53_cr05_l1_voc")))
-print(json.dumps(dict(file=lrp_plugin.__file__, configs=list_configs(), config_list=config_list,
-                      hook=cfg.custom_hooks[0], num_classes=cfg.model.bbox_head.num_classes,
+print(json.dumps(dict(file=lrp_plugin.__file__, root=str(config_root()), configs=list_configs(),
+                      config_list=config_list, hook=cfg.custom_hooks[0], num_classes=cfg.model.bbox_head.num_classes,
                       imports=cfg.custom_imports.imports)))
 """
 
@@ -44,9 +44,10 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "lrp_plugin", src / "lrp_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("lrp_plugin", "configs"):  # configs/ at the top is what the wheel ships
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                     "-q", "-w", str(dist), str(src)], check=True, cwd=tmp)
@@ -82,10 +83,11 @@ def test_wheel_ships_configs_and_works_outside_the_repo(installed, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert str(installed.parent) in got["file"] and str(REPO) not in got["file"]
-    shipped = {p.relative_to(REPO / "lrp_plugin" / "configs").as_posix()
-               for p in (REPO / "lrp_plugin" / "configs").glob("*/*") if p.suffix in (".py", ".json")}
-    assert set(got["configs"]) == shipped and len(shipped) == 18
-    shipped_list = json.loads((REPO / "lrp_plugin/configs/nni/resnet_cr0.5.json").read_text())["config_list"]
+    shipped = {p.relative_to(REPO / "configs").as_posix()
+               for p in (REPO / "configs").glob("*/*") if p.suffix in (".py", ".json")}
+    assert set(got["configs"]) == shipped and {c.split("/")[0] for c in shipped} == {"nni", "mmdet", "mmseg"}
+    assert "/.mim/configs/" in got["root"]  # the wheel's copy, as in OpenMMLab wheels
+    shipped_list = json.loads((REPO / "configs/nni/resnet_cr0.5.json").read_text())["config_list"]
     assert got["config_list"] == shipped_list
     assert got["hook"] == dict(type="LosslessPruningHook", criterion="l1", ratio=0.5, input_size=416)
     assert got["num_classes"] == 20 and got["imports"] == ["lrp_plugin.integrations.mmengine"]
@@ -98,6 +100,6 @@ def test_lrp_command_from_the_wheel(installed, tmp_path):
     assert "configs" in help_text and "demo" in help_text
     copied = subprocess.run([str(installed / "lrp"), "configs", "copy", "here", "--kind", "mmdet"],
                             capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
-    assert "copied 8 configs" in copied.stdout
+    assert f"copied {len(list((REPO / 'configs' / 'mmdet').glob('*.py')))} configs" in copied.stdout
     assert (tmp_path / "here" / "mmdet" / "yolov3_d53_cr05_l1_voc.py").read_text() == (
-        REPO / "lrp_plugin/configs/mmdet/yolov3_d53_cr05_l1_voc.py").read_text()
+        REPO / "configs/mmdet/yolov3_d53_cr05_l1_voc.py").read_text()

@@ -1,9 +1,12 @@
 """The adapter registry: what the core needs to know about a model family, and nothing about training.
 
-Adapters are registered by name (duplicate names are refused unless ``force=True``; the same
-declaration imported twice keeps the first object). ``find_adapter`` imports the built-in adapter
-modules on demand, so callers never need import-order tricks; third-party adapters register
-with ``register_adapter`` (or are named in ``ADAPTER_LOCATIONS``-style ``locations``).
+Adapters are registered by name: a duplicate name is refused unless ``force=True``, except
+when the SAME module (same full dotted path, e.g. a reload) declares it again, which keeps the
+first object. ``find_adapter`` imports the built-in adapter modules (``BUILTIN_LOCATIONS``) on
+demand, so callers never need import-order tricks; third-party adapters register with
+``register_adapter`` in their own module (for OpenMMLab's tools: a module listed in the
+config's ``custom_imports``). Adapters registered later are tried first, so a user's adapter
+for a model family wins over the generic built-in one. README "Adapters" documents each field.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from ..errors import InvalidArgumentError, UnknownModelError
 
 @dataclass
 class Adapter:
-    """Model-family knowledge: a tensor-only forward, layers never pruned, an example input."""
+    """Model-family knowledge: a tensor-only forward, layers never pruned, an example input.
+
+    ``name``: the registry key (``get_adapter(name)``). ``matches(model)``: True for the models
+    this adapter handles. ``example_inputs(model)``: a tracing input (a tensor, or a tuple/dict of
+    them). ``ignored_layers(model)``: module names never pruned beyond what tracing finds (layers
+    feeding a model output are always kept). ``forward_fn(model, inputs)``: the tensor-only
+    forward to trace, when ``model(inputs)`` does not return tensors (None: ``model(inputs)``).
+    ``prepare(model)``: a model that traces in one process (e.g. SyncBN reverted), applied
+    before rebuilding from a spec. ``module``: set by ``register_adapter``.
+    """
 
     name: str
     matches: Callable[[nn.Module], bool]
@@ -34,8 +46,8 @@ class Adapter:
 # Modules that register the built-in adapters; each imports its optional library lazily.
 BUILTIN_LOCATIONS = (
     "lrp_plugin.adapters.timm_resnet",
-    "lrp_plugin.adapters.mmdet_yolo",
-    "lrp_plugin.adapters.mmseg_fcn",
+    "lrp_plugin.adapters.mmdet_detector",
+    "lrp_plugin.adapters.mmseg_segmentor",
 )
 
 
@@ -52,9 +64,9 @@ class AdapterRegistry:
             raise InvalidArgumentError(f"register_adapter takes an Adapter, got {type(adapter).__name__}")
         adapter.module = module or adapter.module
         existing = self._adapters.get(adapter.name)
-        # a module imported twice (reload, or under two names) re-declares the same adapter
-        same_declaration = (existing is not None and bool(adapter.module)
-                            and existing.module.rsplit(".", 1)[-1] == adapter.module.rsplit(".", 1)[-1])
+        # the same module run again (importlib.reload) re-declares the same adapter; another module
+        # with the same last name part (a user's acme.timm_resnet) is a different declaration
+        same_declaration = existing is not None and bool(adapter.module) and existing.module == adapter.module
         if same_declaration and not force:  # keep the object callers already hold
             return existing
         if existing is not None and not force:
@@ -82,9 +94,12 @@ class AdapterRegistry:
         return self._adapters[name]
 
     def find(self, model: nn.Module) -> Adapter | None:
-        """The first registered adapter that recognises ``model`` (None for plain CNNs)."""
+        """The most recently registered adapter that recognises ``model`` (None for plain CNNs).
+
+        Newest first: a user's adapter for one family wins over a generic built-in one.
+        """
         self._import_locations()
-        return next((a for a in self._adapters.values() if a.matches(model)), None)
+        return next((a for a in reversed(self._adapters.values()) if a.matches(model)), None)
 
 
 ADAPTERS = AdapterRegistry(BUILTIN_LOCATIONS)
@@ -105,5 +120,5 @@ def find_adapter(model: nn.Module) -> Adapter | None:
 
 
 def get_adapter(name: str) -> Adapter:
-    """The adapter registered as ``name`` (``'timm-resnet'``, ``'mmdet-yolov3'``, ...)."""
+    """The adapter registered as ``name`` (``'timm-resnet'``, ``'mmdet-detector'``, ``'mmseg-segmentor'``)."""
     return ADAPTERS.get(name)

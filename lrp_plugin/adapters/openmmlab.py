@@ -37,7 +37,7 @@ def model_config(scope: str, config: str | Path | Any) -> Any:
     return ConfigDict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg))
 
 
-OPENMMLAB_SCOPES = ("mmdet", "mmseg")
+OPENMMLAB_SCOPES = ("mmdet", "mmseg")  # the one list: adapters, builds, LRPPruned, latency, shipped configs
 
 
 def register_scope(scope: str) -> None:

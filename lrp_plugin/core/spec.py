@@ -93,7 +93,7 @@ def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool =
     """Give ``model`` the channel counts of ``spec`` (weights left uninitialised)."""
     _check_spec(model, spec)
     model = model if inplace else copy.deepcopy(model)
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))  # shared convs: state_dict keys name every alias
     for name, attrs in spec["modules"].items():
         module = modules[name]
         for attr, value in attrs.items():
@@ -121,7 +121,7 @@ def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool =
 def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
     if not isinstance(spec, Mapping) or spec.get("format") != SPEC_FORMAT:
         raise SpecMismatchError(f"not an lrp channel spec (expected format {SPEC_FORMAT!r})")
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))  # shared convs: state_dict keys name every alias
     own = model.state_dict()
     problems = []
     for name, attrs in spec["modules"].items():

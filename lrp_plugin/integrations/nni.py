@@ -48,7 +48,7 @@ class UnsupportedConfigError(InvalidArgumentError):
 
 
 def load_config_list(name_or_path: str | Path) -> list[dict[str, Any]]:
-    """A config list from a JSON file, or by name from the shipped ``lrp_plugin/configs/nni``
+    """A config list from a JSON file, or by name from the shipped ``configs/nni``
     (e.g. ``"resnet_cr0.5"``; ``lrp configs list`` prints them)."""
     path = Path(name_or_path)
     if path.is_file():

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..adapters.openmmlab import OPENMMLAB_SCOPES
 from ..errors import LRPError
 from ..extras import require
 from .errors import InputShapeError, ModelSourceError
@@ -220,9 +221,6 @@ class TensorForward(nn.Module):
         from ..core.graph import flatten_tensors
 
         return tuple(flatten_tensors(self.forward_fn(self.model, x)))
-
-
-OPENMMLAB_SCOPES = ("mmdet", "mmseg")
 
 
 def _scoped(spec: str) -> tuple[str | None, str]:

@@ -23,6 +23,7 @@ from ...core.criteria import check_ratio
 from ...core.report import GroupRecord, ReconstructionReport
 from ...errors import CallOrderError, InvalidArgumentError
 from .checkpoint_safety import allow_mmengine_checkpoints, portable_message_hub
+from .ema import ema_models, restart_ema
 from .export import write_pruned_checkpoint, write_pruned_config
 from .models import adapter_for, trace_copy
 
@@ -125,6 +126,8 @@ class LosslessPruningHook(Hook):
         if self.masks is None:
             self.masks = self._compute_masks(model, adapter, x)
         lrp.apply_masks(model, self.masks)
+        for ema in ema_models(runner):  # EMAHook copied the model before it was masked
+            lrp.apply_masks(ema, self.masks, hold=False)
         runner.logger.info(f"LosslessPruningHook: {len(self.masks)} convs masked ({self.criterion}, CR {self.ratio}), "
                            f"masks held during training")
         if self.order == "reconstruct_then_finetune":
@@ -144,18 +147,21 @@ class LosslessPruningHook(Hook):
         self.report = result.report
         self.spec = lrp.channel_spec(model)
         remap_optimizer(getattr(runner, "optim_wrapper", None), old, model)
+        restart_ema(runner, model)
         runner.logger.info(f"LosslessPruningHook: reconstructed before fine-tuning\n{result.report}")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         if self.spec is None and self.masks is not None:
-            lrp.enforce_masks(lrp.unwrap_model(runner.model))
+            for model in (lrp.unwrap_model(runner.model), *ema_models(runner)):
+                lrp.enforce_masks(model)
 
     def after_train(self, runner) -> None:
         if self.masks is None and self.spec is None:
             raise CallOrderError("LosslessPruningHook.after_train ran before before_train: there are no masks to "
                                  "rebuild from. Let the Runner call the hooks (runner.train()), or call "
                                  "before_train(runner) first")
-        model = lrp.unwrap_model(runner.model)
+        # with an EMAHook, its copy is what stock checkpoints save and tests run: rebuild that one
+        model = next(iter(ema_models(runner)), lrp.unwrap_model(runner.model))
         if self.spec is None:  # the paper's order: rebuild now
             adapter = adapter_for(model)
             x = self._example(model, adapter)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ... import core as lrp
 from ...adapters.base import find_adapter
-from ...adapters.openmmlab import register_installed_scopes
+from ...adapters.openmmlab import OPENMMLAB_SCOPES, register_installed_scopes
 from ...core.checks import check_state_dict_fits, load_weights_only
 from ...core.spec import SPEC_FORMAT
 from ...errors import InvalidArgumentError, SpecMismatchError, UnknownModelError
@@ -89,8 +89,8 @@ def build_pruned_model(lrp_spec: str | Path | Mapping[str, Any], base_type: str 
 
 
 def build_with_guessed_scope(base: dict) -> nn.Module:
-    """Build under mmdet, then mmseg, when the config sets no ``default_scope``."""
-    for scope in ("mmdet", "mmseg"):
+    """Build under each OpenMMLab scope in turn (mmdet, then mmseg) when the config sets no ``default_scope``."""
+    for scope in OPENMMLAB_SCOPES:
         with DefaultScope.overwrite_default_scope(scope):
             try:
                 return MODELS.build(base)

@@ -1,7 +1,9 @@
-"""The configs shipped with lrp_plugin, as package data: NNI config lists (``nni/*.json``) and
-mmdet/mmseg configs that inherit the stock OpenMMLab ones (``mmdet/*.py``, ``mmseg/*.py``).
+"""The configs shipped with lrp_plugin: NNI config lists (``nni/*.json``) and mmdet/mmseg
+configs that inherit the stock OpenMMLab ones (``mmdet/*.py``, ``mmseg/*.py``).
 
-Read with ``importlib.resources``, so they are found in a wheel install as in a checkout.
+Their one source is ``configs/`` at the top of the repository. As OpenMMLab does
+(``mmdet/.mim/configs``), the wheel carries a copy in ``lrp_plugin/.mim/configs`` (``setup.py``
+copies it at build time); a checkout reads ``configs/`` itself. Read with ``importlib.resources``.
 An OpenMMLab user copies them next to the checkout (``lrp configs copy DEST``, like ``mim
 download``) or passes their installed path to ``tools/train.py`` (``lrp configs path NAME``).
 """
@@ -14,13 +16,23 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-KINDS = ("nni", "mmdet", "mmseg")
-SUFFIXES = {"nni": ".json", "mmdet": ".py", "mmseg": ".py"}
+from .adapters.openmmlab import OPENMMLAB_SCOPES
+
+KINDS = ("nni", *OPENMMLAB_SCOPES)
+SUFFIXES = {"nni": ".json", **{scope: ".py" for scope in OPENMMLAB_SCOPES}}
+INSTALLED = (".mim", "configs")  # inside the installed package, as in OpenMMLab wheels
+CHECKOUT = Path(__file__).resolve().parents[1] / "configs"  # the source: configs/ at the repository's top
 
 
 def config_root() -> Traversable:
-    """The folder holding ``nni/``, ``mmdet/`` and ``mmseg/`` inside the installed package."""
-    return files(__name__)
+    """The folder holding ``nni/``, ``mmdet/`` and ``mmseg/``: the installed copy, else the checkout's."""
+    installed = files("lrp_plugin").joinpath(*INSTALLED)
+    if installed.is_dir():
+        return installed
+    if CHECKOUT.is_dir():
+        return CHECKOUT
+    raise FileNotFoundError(f"lrp_plugin's configs are missing: neither {installed} (a wheel install) nor "
+                            f"{CHECKOUT} (a checkout) exists; reinstall lrp_plugin from its wheel")
 
 
 def list_configs(kind: str | None = None) -> list[str]:
