@@ -206,7 +206,9 @@ def raw_outputs_max_rel(run: StockRun, size: int | None = None) -> float:
     both built from their configs and checkpoints as the inference APIs build them."""
     from lrp_plugin.adapters.base import find_adapter
     from lrp_plugin.core.graph import flatten_tensors
+    from lrp_plugin.integrations.mmengine import allow_mmengine_checkpoints
 
+    allow_mmengine_checkpoints()  # training checkpoints hold MMEngine's message hub
     scope = MODELS[run.name][0]
     if scope == "mmdet":
         from mmdet.apis import init_detector as init
@@ -225,9 +227,19 @@ def raw_outputs_max_rel(run: StockRun, size: int | None = None) -> float:
     return max(((p - q).abs().max() / p.abs().max().clamp_min(1e-12)).item() for p, q in zip(a, b))
 
 
-def get_flops(scope: str, config: Path, work: Path, checkpoint: Path | None = None) -> str | None:
-    """The stock get_flops.py's 'Flops: ...' figure for ``config`` (None where it does not run)."""
-    args = [str(config)] + (["--shape", str(SEG_SIZE), str(SEG_SIZE)] if scope == "mmseg" else [])
+def get_flops(scope: str, config: Path, work: Path) -> str | None:
+    """The stock get_flops.py's 'Flops: ...' figure for ``config`` (an error line where it does not run).
+
+    mmdet's get_flops reads images from ``val_dataloader``: a copy of the config gets the test one.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config))
+    cfg.val_dataloader, cfg.val_evaluator, cfg.val_cfg = cfg.test_dataloader, cfg.test_evaluator, dict(type="ValLoop")
+    flops_config = work / f"flops_{config.stem}.py"
+    cfg.dump(str(flops_config))
+    sizes = ["--shape", str(SEG_SIZE), str(SEG_SIZE)] if scope == "mmseg" else ["--num-images", "2"]
+    args = [str(flops_config), *sizes]
     try:
         out = run_tool(scope, "analysis_tools/get_flops.py", *args, cwd=work)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:

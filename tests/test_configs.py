@@ -61,7 +61,7 @@ def test_shipped_configs_load_with_paper_schedules():
     require("mmseg")
     from mmengine.config import Config
 
-    det = [config_path(n) for n in list_configs("mmdet") if "_cr" in n]
+    det = [config_path(n) for n in list_configs("mmdet") if n.startswith("mmdet/yolov3") and "_cr" in n]
     seg = [config_path(n) for n in list_configs("mmseg") if "_cr03_" in n]
     want = {(c, r) for c in ("l1", "l2", "gm") for r in (0.5, 0.9)}
     found = set()
@@ -86,3 +86,20 @@ def test_shipped_configs_load_with_paper_schedules():
         opt = cfg.optim_wrapper.optimizer
         assert (opt.lr, opt.momentum, opt.weight_decay) == (1e-3, 0.9, 1e-4)
         assert cfg.param_scheduler[0]["milestones"] == [25, 40] and cfg.param_scheduler[0]["gamma"] == 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "stock_hooks"), [("rtmdet_tiny_cr05_l1_coco", ["EMAHook", "PipelineSwitchHook"]),
+                                                   ("yolox_tiny_cr05_l1_coco",
+                                                    ["YOLOXModeSwitchHook", "SyncNormHook", "EMAHook"])])
+def test_edge_detector_configs_keep_the_stock_hooks(name, stock_hooks):
+    """The RTMDet/YOLOX configs add the hook to the stock custom_hooks instead of replacing them."""
+    require("mmengine")
+    require("mmdet")
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(config_path(name))
+    *stock, ours = cfg.custom_hooks
+    assert [h["type"] for h in stock] == stock_hooks
+    assert (ours["type"], ours["criterion"], ours["ratio"]) == ("LosslessPruningHook", "l1", 0.5)
+    assert cfg.custom_imports.imports == ["lrp_plugin.integrations.mmengine"]

@@ -281,7 +281,7 @@ def test_mmseg_fcn_runner_train_then_test_strict(tmp_path):
     assert "mIoU" in metrics
     assert sum(p.numel() for p in tester.model.parameters()) == hook.report.params_after
     x = torch.randn(1, 3, 64, 64)
-    from lrp_plugin.adapters.mmseg_fcn import forward_tensors
+    from lrp_plugin.adapters.mmseg_segmentor import forward_tensors
 
     with torch.no_grad():
         a = forward_tensors(runner.model.eval(), x)

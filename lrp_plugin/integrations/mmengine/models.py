@@ -19,9 +19,9 @@ def adapter_for(model: nn.Module) -> Adapter:
     if adapter is None:
         raise UnknownModelError(
             f"lrp_plugin has no adapter for {type(model).__module__}.{type(model).__name__}: "
-            "LosslessPruningHook supports mmdet YOLOv3 and mmseg EncoderDecoder (FCN) models; for another "
-            "model register one with lrp_plugin.adapters.register_adapter(Adapter(...)) in a module listed "
-            "in custom_imports")
+            "LosslessPruningHook supports mmdet single- and two-stage detectors and mmseg segmentors with decode "
+            "heads; for another model register one with lrp_plugin.adapters.register_adapter(Adapter(...)) in a "
+            "module listed in custom_imports (README: Adapters)")
     return adapter
 
 

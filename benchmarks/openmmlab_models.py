@@ -1,0 +1,89 @@
+"""Issue 20's acceptance table: every model through the stock OpenMMLab tools with LosslessPruningHook.
+
+For each model: stock ``tools/train.py`` (2 iterations on a synthetic COCO / segmentation set written
+here, random weights, L1, CR 0.5, the stock custom_hooks kept) -> the hook's lossless rebuild ->
+stock ``tools/test.py`` on the pruned config and checkpoint. Checked against the masked model (the
+training config and its last checkpoint): the raw head outputs (max relative difference) and, for
+detectors, the predictions both ``tools/test.py`` runs dump (boxes and scores, image by image).
+FLOPs come from the stock ``analysis_tools/get_flops.py`` (detectors: on the 128x128 test images;
+segmentors: 64x64). The harness is tests/mm_stock.py (the tests run two detectors and one segmentor).
+
+    python benchmarks/openmmlab_models.py                 # all models (CPU: ~20-30 minutes)
+    python benchmarks/openmmlab_models.py --models RTMDet-tiny YOLOX-tiny
+
+Prints the table and writes benchmarks/results/openmmlab_models.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the harness the tests use
+
+import mm_stock  # noqa: E402
+import torch  # noqa: E402
+
+
+def measure(name: str, root: Path) -> dict:
+    scope = mm_stock.MODELS[name][0]
+    started = time.time()
+    row = dict(model=name, scope=scope, stock_config=mm_stock.MODELS[name][1])
+    try:
+        run = mm_stock.train_and_test(name, root / name.replace(" ", "_"))
+    except Exception as exc:  # noqa: BLE001 - a failing model is a row of the table, not the end of it
+        return dict(row, ok=False, error=f"{type(exc).__name__}: {str(exc)[-600:]}", seconds=time.time() - started)
+    row.update(ok=True, params_before=run.report["params_before"], params_after=run.report["params_after"],
+               lossless=run.report["lossless"], hook_max_rel_error=run.report["max_rel_error"],
+               test_py="runs", raw_max_rel=mm_stock.raw_outputs_max_rel(run))
+    if scope == "mmdet":
+        row["same_predictions"] = mm_stock.same_predictions(mm_stock.masked_predictions(run), run.work / "pruned.pkl")
+    row["flops_before"] = mm_stock.get_flops(scope, run.config, run.work)
+    row["flops_after"] = mm_stock.get_flops(scope, run.pruned_config, run.work)
+    row["seconds"] = round(time.time() - started, 1)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | params before -> after | FLOPs before -> after (stock get_flops) "
+             "| test.py on the pruned output |", "|---|---|---|---|"]
+    for r in rows:
+        if not r["ok"]:
+            lines.append(f"| {r['model']} | failed | | {r['error'][:160]} |")
+            continue
+        checks = f"runs; raw outputs max rel {r['raw_max_rel']:.1e}"
+        if "same_predictions" in r:
+            checks += f"; predictions {'equal' if r['same_predictions'] else 'DIFFER'} to the masked model's"
+        lines.append(f"| {r['model']} | {r['params_before'] / 1e6:.2f} M -> {r['params_after'] / 1e6:.2f} M "
+                     f"({r['params_after'] / r['params_before']:.0%}) | {r['flops_before']} -> {r['flops_after']} "
+                     f"| {checks} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(mm_stock.MODELS), choices=list(mm_stock.MODELS))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "openmmlab_models.json"))
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lrp_mm_") as tmp:
+        for name in args.models:
+            rows.append(measure(name, Path(tmp)))
+            print(f"{name}: {json.dumps(rows[-1], default=str)}", flush=True)
+    print(table(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = dict(command=" ".join(sys.argv), machine=platform.platform(), python=sys.version.split()[0],
+                  torch=torch.__version__, rows=rows, table=table(rows))
+    out.write_text(json.dumps(record, indent=1, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
