@@ -41,6 +41,7 @@ def measure(name: str, root: Path) -> dict:
         return dict(row, ok=False, error=f"{type(exc).__name__}: {str(exc)[-600:]}", seconds=time.time() - started)
     row.update(ok=True, params_before=run.report["params_before"], params_after=run.report["params_after"],
                lossless=run.report["lossless"], hook_max_rel_error=run.report["max_rel_error"],
+               macs_before=run.report.get("macs_before"), macs_after=run.report.get("macs_after"),
                test_py="runs", raw_max_rel=mm_stock.raw_outputs_max_rel(run))
     if scope == "mmdet":
         row["same_predictions"] = mm_stock.same_predictions(mm_stock.masked_predictions(run), run.work / "pruned.pkl")
@@ -51,18 +52,20 @@ def measure(name: str, root: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | params before -> after | FLOPs before -> after (stock get_flops) "
-             "| test.py on the pruned output |", "|---|---|---|---|"]
+    lines = ["| model | params before -> after | FLOPs before -> after (stock get_flops) | MACs (hook report) "
+             "| test.py on the pruned output |", "|---|---|---|---|---|"]
     for r in rows:
         if not r["ok"]:
-            lines.append(f"| {r['model']} | failed | | {r['error'][:160]} |")
+            lines.append(f"| {r['model']} | failed | | | {r['error'][:160]} |")
             continue
         checks = f"runs; raw outputs max rel {r['raw_max_rel']:.1e}"
         if "same_predictions" in r:
             checks += f"; predictions {'equal' if r['same_predictions'] else 'DIFFER'} to the masked model's"
+        flops = (f"{r['flops_before']} -> {r['flops_after']}" if not str(r["flops_before"]).startswith("error")
+                 else f"get_flops.py fails on the stock config ({r['flops_before'][7:60]})")
+        macs = (f"{r['macs_before'] / 1e9:.3f} G -> {r['macs_after'] / 1e9:.3f} G" if r.get("macs_before") else "")
         lines.append(f"| {r['model']} | {r['params_before'] / 1e6:.2f} M -> {r['params_after'] / 1e6:.2f} M "
-                     f"({r['params_after'] / r['params_before']:.0%}) | {r['flops_before']} -> {r['flops_after']} "
-                     f"| {checks} |")
+                     f"({r['params_after'] / r['params_before']:.0%}) | {flops} | {macs} | {checks} |")
     return "\n".join(lines)
 
 
