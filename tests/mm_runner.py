@@ -61,6 +61,13 @@ def yolo_config(tmp_path: Path, **hook):
     cfg.train_dataloader = dict(loader, batch_sampler=None, dataset=dict(dataset, pipeline=train_pipeline))
     cfg.test_dataloader = dict(loader, dataset=dict(dataset, pipeline=test_pipeline, test_mode=True))
     cfg.test_evaluator = dict(type="CocoMetric", ann_file=str(data / "ann.json"), metric="bbox")
+    short_schedule(cfg, {"criterion": "l1", "ratio": 0.5, "input_size": 64, **hook})
+    cfg.work_dir = str(tmp_path / "work")
+    return cfg
+
+
+def short_schedule(cfg, hook: dict) -> None:
+    """Two iterations, no validation, a plain optimizer; the config's custom_hooks kept, ours added."""
     cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=2, val_interval=1000)
     cfg.optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=1e-4, momentum=0.9,
@@ -70,11 +77,8 @@ def yolo_config(tmp_path: Path, **hook):
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=1)
     cfg.log_processor = dict(by_epoch=False)
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=64)
-    cfg.custom_hooks = [dict(type="LosslessPruningHook", **{"criterion": "l1", "ratio": 0.5, "input_size": 64,
-                                                           **hook})]
-    cfg.work_dir = str(tmp_path / "work")
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="LosslessPruningHook", **hook)]
     cfg.randomness = dict(seed=0)
-    return cfg
 
 
 def pruning_hook(runner):

@@ -9,7 +9,6 @@ own process from the installed mmdet/mmseg wheel (``<pkg>/.mim/tools``), like ``
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mm_runner import CLASSES, short_schedule, write_coco
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("cat", "dog")
-DET_SIZE, SEG_SIZE = 128, 64
+DET_SIZE, SEG_SIZE = 128, 64  # DET_SIZE: the images mm_runner.write_coco writes
 
 # name: (scope, stock config); the stock configs are read from the installed mmdet/mmseg wheels
 MODELS = {
@@ -56,24 +55,6 @@ def run_tool(scope: str, name: str, *args: str, cwd: Path, timeout: int = 900) -
     return proc.stdout + proc.stderr
 
 
-def write_coco(root: Path, n: int = 4, size: int = DET_SIZE) -> None:
-    import cv2
-
-    rng = np.random.default_rng(0)
-    (root / "imgs").mkdir(parents=True)
-    images, annotations = [], []
-    for i in range(n):
-        cv2.imwrite(str(root / "imgs" / f"{i}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-        images.append(dict(id=i, file_name=f"{i}.png", width=size, height=size))
-        for j in range(2):
-            x, y = (int(v) for v in rng.integers(0, size // 2, 2))
-            w, h = (int(v) for v in rng.integers(16, size // 2, 2))
-            annotations.append(dict(id=2 * i + j, image_id=i, category_id=j + 1, bbox=[x, y, w, h], area=w * h,
-                                    iscrowd=0))
-    categories = [dict(id=k + 1, name=c) for k, c in enumerate(CLASSES)]
-    (root / "ann.json").write_text(json.dumps(dict(images=images, annotations=annotations, categories=categories)))
-
-
 def write_seg(root: Path, n: int = 2, size: int = SEG_SIZE) -> None:
     import cv2
 
@@ -83,22 +64,6 @@ def write_seg(root: Path, n: int = 2, size: int = SEG_SIZE) -> None:
     for i in range(n):
         cv2.imwrite(str(root / "img" / f"{i}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
         cv2.imwrite(str(root / "ann" / f"{i}.png"), rng.integers(0, len(CLASSES), (size, size), dtype=np.uint8))
-
-
-def _short_schedule(cfg, hook: dict) -> None:
-    """Two iterations, no validation, a plain optimizer; the stock custom_hooks kept, ours added."""
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=2, val_interval=1000)
-    cfg.optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=1e-4, momentum=0.9,
-                                                                 weight_decay=5e-4))
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=2, by_epoch=False)
-    cfg.default_hooks.logger = dict(type="LoggerHook", interval=1)
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="LosslessPruningHook", **hook)]
-    cfg.randomness = dict(seed=0)
-    cfg.pop("work_dir", None)
 
 
 def write_config(name: str, work: Path, **hook) -> Path:
@@ -148,7 +113,8 @@ def write_config(name: str, work: Path, **hook) -> Path:
         hook.setdefault("input_size", SEG_SIZE)
     cfg.train_dataloader = dict(loader, dataset=dict(dataset, pipeline=train))
     cfg.test_dataloader = dict(loader, dataset=dict(dataset, pipeline=test, test_mode=True))
-    _short_schedule(cfg, dict(dict(criterion="l1", ratio=0.5), **hook))
+    short_schedule(cfg, dict(dict(criterion="l1", ratio=0.5), **hook))
+    cfg.pop("work_dir", None)
     path = work / f"{re.sub(r'[^A-Za-z0-9]+', '_', name).lower()}.py"
     cfg.dump(str(path))
     return path
@@ -246,3 +212,9 @@ def get_flops(scope: str, config: Path, work: Path) -> str | None:
         return f"error: {str(exc).strip().splitlines()[-1][:120]}"
     match = re.search(r"Flops:\s*([^\n]+)", out)
     return match.group(1).strip() if match else None
+
+
+def load_config(path: Path):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(path))
