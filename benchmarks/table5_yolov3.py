@@ -3,7 +3,7 @@
 FLOPs ratio and latency ratio side by side, per runtime (ONNX Runtime and ncnn by default), all
 models interleaved in the same rounds. Random weights with randomized BatchNorm: latency depends
 on shapes, not values; each pruned model is built in-process (l1 masks, lossless reconstruction,
-verified) through the mmdet-yolov3 adapter, and its tensor-only forward (backbone + neck + head,
+verified) through the generic mmdet-detector adapter, and its tensor-only forward (backbone + neck + head,
 no post-processing) is exported and checked against PyTorch before it is timed.
 
     python benchmarks/table5_yolov3.py [--ratios 0.5 0.7 0.9] [--backends onnxruntime ncnn] [--threads 2]
