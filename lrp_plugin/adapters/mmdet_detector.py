@@ -31,7 +31,8 @@ from .base import Adapter, register_adapter
 from .openmmlab import build_in_scope, model_config, revert_sync_batchnorm
 
 DEFAULT_SIZE = 320  # a multiple of every stock detector's output stride (32) and small enough to trace fast
-PROPOSAL_SIDES = (32, 96, 192, 384)  # one box per FPN level a RoI extractor maps to (56 px scale steps)
+# one box per level a stock RoI extractor maps to (finest_scale 56: <112, <224, <448, >=448 px)
+PROPOSAL_SIDES = (64, 160, 320, 640)
 
 
 def build_detector(config: str | Path | Any, num_classes: int | None = None) -> nn.Module:
@@ -80,7 +81,8 @@ def is_mmdet_detector(model: nn.Module) -> bool:
 
 
 def fixed_proposals(inputs: torch.Tensor) -> list:
-    """The same boxes for every image: centred squares of every RoI level's size (clipped to the image)."""
+    """The same boxes for every image: centred squares, one of each RoI level's size (RoIAlign
+    samples zeros where a box extends past the image)."""
     from mmengine.structures import InstanceData
 
     height, width = inputs.shape[-2:]
