@@ -9,7 +9,7 @@ FLOPs come from the stock ``analysis_tools/get_flops.py`` (detectors: on the 128
 segmentors: 64x64). The harness is tests/mm_stock.py (the tests run two detectors and one segmentor).
 
     python benchmarks/openmmlab_models.py                 # all models (CPU: ~20-30 minutes)
-    python benchmarks/openmmlab_models.py --models RTMDet-tiny YOLOX-tiny
+    python benchmarks/openmmlab_models.py --models YOLOX-tiny --update   # replace those rows in the JSON
 
 Prints the table and writes benchmarks/results/openmmlab_models.json.
 """
@@ -73,14 +73,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(mm_stock.MODELS), choices=list(mm_stock.MODELS))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "openmmlab_models.json"))
+    parser.add_argument("--update", action="store_true", help="keep the other models' rows of an existing --out")
     args = parser.parse_args()
+    out = Path(args.out)
     rows = []
     with tempfile.TemporaryDirectory(prefix="lrp_mm_") as tmp:
         for name in args.models:
             rows.append(measure(name, Path(tmp)))
             print(f"{name}: {json.dumps(rows[-1], default=str)}", flush=True)
+    if args.update and out.is_file():
+        fresh = {r["model"]: r for r in rows}
+        old = [r for r in json.loads(out.read_text())["rows"] if r["model"] not in fresh]
+        rows = sorted(old + rows, key=lambda r: list(mm_stock.MODELS).index(r["model"]))
     print(table(rows))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = dict(command=" ".join(sys.argv), machine=platform.platform(), python=sys.version.split()[0],
                   torch=torch.__version__, rows=rows, table=table(rows))

@@ -111,7 +111,10 @@ def write_config(name: str, work: Path, **hook) -> Path:
         train = test = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
         cfg.test_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
         hook.setdefault("input_size", SEG_SIZE)
-    cfg.train_dataloader = dict(loader, dataset=dict(dataset, pipeline=train))
+    train_set = dict(dataset, pipeline=train)
+    if cfg.train_dataloader.dataset.get("type") == "MultiImageMixDataset":  # YOLOX: its mode-switch hook needs it
+        train_set = dict(type="MultiImageMixDataset", dataset=dict(dataset, pipeline=train[:2]), pipeline=train[2:])
+    cfg.train_dataloader = dict(loader, dataset=train_set)
     cfg.test_dataloader = dict(loader, dataset=dict(dataset, pipeline=test, test_mode=True))
     short_schedule(cfg, dict(dict(criterion="l1", ratio=0.5), **hook))
     cfg.pop("work_dir", None)
