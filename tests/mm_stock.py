@@ -133,6 +133,7 @@ class StockRun:
     pruned: Path
     report: dict
     test_log: str  # tools/test.py on the pruned config and checkpoint
+    test_error: str | None = None  # its last error line, where it failed
 
 
 def train_and_test(name: str, work: Path, **hook) -> StockRun:
@@ -144,9 +145,18 @@ def train_and_test(name: str, work: Path, **hook) -> StockRun:
     pruned, pruned_config = out / "pruned.pth", out / "pruned.py"
     report = torch.load(pruned, map_location="cpu", weights_only=True)["meta"]["lrp_report"]
     args = ["--out", str(work / "pruned.pkl")] if scope == "mmdet" else []
-    log = run_tool(scope, "test.py", str(pruned_config), str(pruned), "--work-dir", str(work / "test"), *args,
-                   cwd=work)
-    return StockRun(name, work, config, out / "iter_2.pth", pruned_config, pruned, report, log)
+    try:
+        log, error = run_tool(scope, "test.py", str(pruned_config), str(pruned), "--work-dir", str(work / "test"),
+                              *args, cwd=work), None
+    except RuntimeError as exc:  # the benchmark reports it (and whether the stock model fails the same way)
+        log, error = str(exc), last_error(str(exc))
+    return StockRun(name, work, config, out / "iter_2.pth", pruned_config, pruned, report, log, error)
+
+
+def last_error(text: str) -> str:
+    """The exception line of a traceback."""
+    lines = [line for line in text.strip().splitlines() if re.match(r"^\w*(Error|Exception)\b", line)]
+    return (lines or text.strip().splitlines() or [""])[-1][:200]
 
 
 def masked_predictions(run: StockRun) -> Path:
@@ -212,7 +222,7 @@ def get_flops(scope: str, config: Path, work: Path) -> str | None:
     try:
         out = run_tool(scope, "analysis_tools/get_flops.py", *args, cwd=work)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return f"error: {str(exc).strip().splitlines()[-1][:120]}"
+        return f"error: {last_error(str(exc))[:120]}"
     match = re.search(r"Flops:\s*([^\n]+)", out)
     return match.group(1).strip() if match else None
 
