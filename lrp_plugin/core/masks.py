@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import MaskError, UnsupportedLayerError
 from .checks import load_weights_only
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
+from .files import atomic_path
 from .graph import ForwardFn, build_graph, probe_model
 from .groups import GroupWalker
 from .modules import module_names, out_channels
@@ -113,11 +114,11 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
     def save(self, path: str | Path) -> Path:
         """``.json`` writes JSON; anything else a torch file of plain tensors."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(self.to_dict()))
-        else:
-            torch.save(self.state_dict(), path)
+        with atomic_path(path) as tmp:
+            if path.suffix == ".json":
+                tmp.write_text(json.dumps(self.to_dict()))
+            else:
+                torch.save(self.state_dict(), tmp)
         return path
 
     @classmethod
