@@ -83,10 +83,10 @@ class LosslessSpeedup:
             return
         report.lossless = False
         message = (f"the rebuilt model differs from the NNI-masked model by max relative error {rel:.3g} "
-                   f"(> {tolerance:g}); pass strict=False to accept it")
+                   f"(> {tolerance:g})")
         if self.strict:
-            raise LosslessError(message, report)
-        warnings.warn(message, stacklevel=3)
+            raise LosslessError(f"{message}; pass strict=False to accept it", report)
+        warnings.warn(f"{message}; returned anyway (strict=False)", stacklevel=3)
 
     @property
     def report(self):
