@@ -217,8 +217,11 @@ def compute_masks(
         criterion, "__name__", "custom"), "ratio": ratio, "norms_traced": True})
     # not used in the forward (untraced): nothing to gain, nothing to check
     candidates = [name for name, module in model.named_modules() if isinstance(module, layer_types)
-                  and name not in ignored and name not in probe.output_layers and name in traced]
+                  and name not in ignored and name not in probe.output_layers and name in traced
+                  and name not in probe.feeds_dead]
     groups, skipped = walker.groups_of(candidates)
+    skipped.update({name: f"its channels also feed {dead}, whose output never reaches a model output"
+                    for name, dead in probe.feeds_dead.items() if name not in ignored})
     modules = dict(model.named_modules())
     for name in candidates:
         if name in skipped:
