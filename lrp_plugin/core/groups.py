@@ -117,6 +117,13 @@ def _channels_last_pool_restride(node: Any) -> bool:
     return len(sources) == 1 and sources[0].name().lower().startswith("meanbackward")
 
 
+def _expand_over_positions(node: Any) -> bool:
+    """An expand that only broadcasts over positions, e.g. ECA/SE's ``x * y.expand_as(x)`` with ``y`` of
+    shape (N, C, 1, 1): each channel's value is repeated in place, so channel c stays channel c."""
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return sizes is not None and len(sizes) in (3, 4) and int(sizes[1]) > 1 and all(int(s) == 1 for s in sizes[2:])
+
+
 def _layout_change(node: Any) -> bool:
     """A permute/transpose between channels-first and channels-last (NCHW <-> NHWC, (B,C,L) <-> (B,L,C)):
     each channel stays one channel, only its position in the layout moves."""
@@ -163,6 +170,8 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
     if isinstance(module, CROSS_CHANNEL_NORMS) or kind in (OPTYPE.LN, OPTYPE.GN, OPTYPE.IN):
         return (f"coupled through {type(module).__name__}{where}, whose statistics span all channels "
                 "(removing even an all-zero channel changes its output)")
+    if kind == OPTYPE.EXPAND and _expand_over_positions(node):
+        return ""
     if kind in (OPTYPE.MHA, OPTYPE.LSTM, OPTYPE.EMBED, OPTYPE.UNBIND, OPTYPE.EXPAND):
         return f"channels reach a {kind.name.lower()} op{where} that lrp_plugin does not map channel by channel"
     if getattr(node, UNMAPPABLE_ATTR, False):
