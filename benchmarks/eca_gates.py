@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def main() -> None:
     masks = lrp.compute_masks(model, x, "l1", 0.5)
     mask_s = time.perf_counter() - start
     skipped = masks.meta.get("skipped", {})
-    reasons = collections.Counter(reason.split(" (")[0][:90] for reason in skipped.values())
+    reasons = collections.Counter(re.sub(r"\b(layer|stages?|blocks?)[.\w]*", "<layer>", r)[:120]
+                                  for r in skipped.values())
     lrp.apply_masks(model, masks)
     start = time.perf_counter()
     result = lrp.reconstruct(model, x)

@@ -124,6 +124,20 @@ def _expand_over_positions(node: Any) -> bool:
     return sizes is not None and len(sizes) in (3, 4) and int(sizes[1]) > 1 and all(int(s) == 1 for s in sizes[2:])
 
 
+def _conv_across_channels(node: Any, names: dict, hops: int = 2) -> str:
+    """The single-channel conv within ``hops`` of a reshape that lays channels out as positions
+    (ECA's ``conv1d(mean(x).view(N, 1, C))``): it reads each channel's neighbours ("" if none)."""
+    frontier, seen = [node], {node}
+    for _ in range(hops):
+        frontier = [n for f in frontier for n in (*f.inputs, *f.outputs) if n not in seen]
+        seen.update(frontier)
+        for n in frontier:
+            module = n.module
+            if isinstance(module, nn.modules.conv._ConvNd) and module.in_channels == module.out_channels == 1:
+                return names.get(module, type(module).__name__)
+    return ""
+
+
 def _layout_change(node: Any) -> bool:
     """A permute/transpose between channels-first and channels-last (NCHW <-> NHWC, (B,C,L) <-> (B,L,C)):
     each channel stays one channel, only its position in the layout moves."""
@@ -188,6 +202,10 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
         if cautious:
             return ("a split's parts: the first rebuild with channels removed inside them did not run or match "
                     "(a split size written in the model's code, e.g. split(n) rather than chunk)")
+    gate = _conv_across_channels(node, names) if kind == OPTYPE.RESHAPE else ""
+    if gate:  # checked before any index is mapped through the reshape (an ECA gate's would be huge)
+        return (f"channels are laid out as positions for {gate}, a conv across channels (an ECA gate): each "
+                "channel's gate reads its neighbours, so removing one would change theirs")
     if kind == OPTYPE.RESHAPE and not _reshape_is_mapped(node):
         return (f"channels pass a reshape/view ({op_name(node) or 'view'}) that regroups them (e.g. a channel "
                 "shuffle or an attention reshape)")
