@@ -10,6 +10,7 @@ from .core import *  # noqa: F401,F403
 from .core import __all__ as _core_all
 from .errors import (
                      CallOrderError,
+                     ForeignMaskError,
                      InvalidArgumentError,
                      InvalidRatioError,
                      LosslessError,
@@ -26,6 +27,7 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
-__all__ = [*_core_all, "CallOrderError", "InvalidArgumentError", "InvalidRatioError", "LRPError", "LosslessError",
+__all__ = [*_core_all, "CallOrderError", "ForeignMaskError", "InvalidArgumentError", "InvalidRatioError", "LRPError",
+           "LosslessError",
            "MaskError", "MissingExtraError", "SpecMismatchError", "TraceError", "UnknownCriterionError",
            "UnknownModelError", "UnsafeCheckpointError", "UnsupportedLayerError", "UsageError", "__version__"]

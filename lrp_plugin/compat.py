@@ -3,11 +3,12 @@
 Torch-Pruning 1.6 (``torch_pruning.dependency``): its dependency graph is our engine, but the
 pieces we need (hybrid indices, index-mapping refresh, a group's graph, op types) are not part
 of its documented API. NNI 3.0 (``nni.compression``): a pruner's target spaces and their
-scalers. If either library changes these, only this module needs to follow.
+scalers, config selection and wrappers. If either library changes these, only this module needs to follow.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch_pruning as tp
@@ -134,3 +135,37 @@ def nni_metric_shrink(pruner: Any, module_name: str, target_name: str, data: Any
     """NNI's per-target scaler applied to ``data`` (one metric per filter), as NNI's own norm pruners do."""
     space = pruner._target_spaces[module_name][target_name]
     return space._scaler.shrink(data, reduce_func, keepdim=True)
+
+
+# -- NNI 3.0 (an optional extra: imported when an NNI helper is first used) ------------------------
+
+
+def nni_checked_config_list(config_list: list[dict]) -> list[dict]:
+    """NNI's legacy-key translation and its pruning schema, exactly as NNI's pruners apply them
+    (NNI's ``schema.SchemaError`` stays NNI's error)."""
+    from nni.compression.base.config import default_config_schema, trans_legacy_config_list
+
+    converted = trans_legacy_config_list(copy.deepcopy(config_list))
+    schema = default_config_schema("pruning")
+    for config in converted:
+        schema.validate(config)
+    return converted
+
+
+def nni_select_modules(model: Any, config: dict) -> dict[str, Any]:
+    """The modules one NNI config entry selects (NNI raises KeyError for an unknown op_name)."""
+    from nni.compression.base.config import select_modules_by_config
+
+    return select_modules_by_config(model, config)[0]
+
+
+def nni_is_wrapped(model: Any) -> bool:
+    """True while an NNI compressor's wrappers are still installed in ``model``."""
+    from nni.compression.base.wrapper import ModuleWrapper
+
+    return any(hasattr(m, "_nni_wrapper") or isinstance(m, ModuleWrapper) for m in model.modules())
+
+
+def nni_wrapped_param(pruner: Any, module_name: str, target_name: str) -> Any:
+    """The original parameter an NNI pruner's wrapper holds for ``module_name.target_name``."""
+    return getattr(pruner._module_wrappers[module_name], target_name, None)

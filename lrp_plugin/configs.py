@@ -11,12 +11,12 @@ download``) or passes their installed path to ``tools/train.py`` (``lrp configs 
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from .adapters.openmmlab import OPENMMLAB_SCOPES
+from .core.files import write_bytes
 
 KINDS = ("nni", *OPENMMLAB_SCOPES)
 SUFFIXES = {"nni": ".json", **{scope: ".py" for scope in OPENMMLAB_SCOPES}}
@@ -90,15 +90,5 @@ def copy_configs(dest: str | Path, kind: str | None = None, *, overwrite: bool =
                               "pass overwrite=True (--overwrite) or choose another folder")
     written = []
     for name in names:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(config_root().joinpath(*name.split("/")).read_bytes())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(target)
+        written.append(write_bytes(dest / name, config_root().joinpath(*name.split("/")).read_bytes()))
     return written

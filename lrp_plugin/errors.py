@@ -24,6 +24,11 @@ class MaskError(LRPError, ValueError):
     """Masks that do not fit the model (absent module, wrong length, wrong type)."""
 
 
+class ForeignMaskError(MaskError):
+    """Masks from another tool whose meaning lrp_plugin cannot rebuild exactly (element-wise
+    sparsity, masked layers that feed model outputs): refused before any rebuild."""
+
+
 class TraceError(LRPError, RuntimeError):
     """The model could not be traced with the example inputs."""
 

@@ -35,14 +35,18 @@ def write_coco(root: Path, n: int = 4) -> None:
     (root / "ann.json").write_text(json.dumps(dict(images=images, annotations=annotations, categories=categories)))
 
 
-def yolo_config(tmp_path: Path, **hook):
+YOLOV3_D53 = "mmdet::yolo/yolov3_d53_8xb8-ms-416-273e_coco.py"
+YOLOV3_MOBILENETV2 = "mmdet::yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py"
+
+
+def yolo_config(tmp_path: Path, base: str = YOLOV3_D53, **hook):
     from mmengine.config import Config
 
     data = tmp_path / "data"
     if not data.exists():
         write_coco(data)
     child = tmp_path / "cfg.py"
-    child.write_text("_base_ = ['mmdet::yolo/yolov3_d53_8xb8-ms-416-273e_coco.py']\n"  # as in configs/mmdet
+    child.write_text(f"_base_ = ['{base}']\n"  # as in configs/mmdet
                      "custom_imports = dict(imports=['lrp_plugin.integrations.mmengine'], "
                      "allow_failed_imports=False)\n")
     cfg = Config.fromfile(child)

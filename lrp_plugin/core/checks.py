@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import pickle
 import re
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import SpecMismatchError, UnsafeCheckpointError
+from ..errors import InvalidArgumentError, MaskError, SpecMismatchError, UnsafeCheckpointError
+from .criteria import check_ratio, get_criterion
 
 
 def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -66,3 +68,31 @@ def load_weights_only(path: str | Path, what: str) -> Any:
             "lrp.save_masked, LosslessPruningHook), or re-save the weights from a trusted source as a plain "
             "state_dict of tensors."
         ) from None
+
+
+def check_pruning_options(criterion: Any, ratio: float, *, ratio_dict: Mapping[str, float] | None = None,
+                          ignored_layers: Any = None) -> None:
+    """What can be checked about pruning options without the model: the criterion name, the ratios,
+    the form of ``ignored_layers``; run where options are given (a hook's constructor), so a typo
+    costs nothing instead of a dataset load."""
+    get_criterion(criterion)
+    check_ratio(ratio)
+    if ratio_dict is not None and not isinstance(ratio_dict, Mapping):
+        raise InvalidArgumentError(f"ratio_dict must map module names to ratios, got {type(ratio_dict).__name__}")
+    for name, value in (ratio_dict or {}).items():
+        check_ratio(value)
+        if not isinstance(name, str):
+            raise InvalidArgumentError(f"ratio_dict keys are module names, got {name!r}")
+    if ignored_layers is not None and (isinstance(ignored_layers, str) or not all(
+            isinstance(n, (str, nn.Module)) for n in ignored_layers)):
+        raise InvalidArgumentError(f"ignored_layers must be a list of module names, got {ignored_layers!r}")
+
+
+def check_layer_names(model: nn.Module, names: Any, what: str) -> None:
+    """Every name is a module of ``model``; MaskError naming the misspelt ones (with close names)."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if isinstance(n, str) and n not in modules]
+    if unknown:
+        hints = {n: difflib.get_close_matches(n, [m for m in modules if m], n=3) for n in unknown}
+        listed = "; ".join(f"{n!r}" + (f" (did you mean {hints[n]}?)" if hints[n] else "") for n in unknown[:5])
+        raise MaskError(f"{what} names modules that are not in the model: {listed}")

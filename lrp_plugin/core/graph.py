@@ -137,6 +137,12 @@ class ModelProbe:
 
     output_layers: set[str] = field(default_factory=set)  # producers whose channels reach an output
     norm_after: dict[str, str] = field(default_factory=dict)  # conv name -> BatchNorm fed by it
+    # producers that ran but whose output never reaches a model output (a backbone stage past the
+    # last out_index); Torch-Pruning's graph, built back from the outputs, does not see them
+    dead_layers: set[str] = field(default_factory=set)
+    # live producers whose channels also feed a dead one -> that dead layer: pruning them would leave
+    # the dead layer (which still runs) with the old input width, so they are kept whole
+    feeds_dead: dict[str, str] = field(default_factory=dict)
 
 
 def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> ModelProbe:
@@ -179,16 +185,31 @@ def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
         raise TraceError(NO_OUTPUT_MESSAGE.format(model=type(model).__name__))
 
     # Walk back from every output through channel-preserving ops to the producers.
-    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
-    seen = set()
+    roots = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    probe.output_layers = {producer_of_fn[fn] for fn in _walk_back(roots, producer_of_fn)}
+    live = _walk_back(roots, {})  # everything any output depends on
+    dead = {fn: name for fn, name in producer_of_fn.items() if fn not in live}
+    probe.dead_layers = set(dead.values())
+    for fn, name in dead.items():  # the producers whose channels a dead layer reads
+        inputs = [nxt for nxt, _ in fn.next_functions if nxt is not None]
+        for feeder in _walk_back(inputs, producer_of_fn):
+            if feeder in live:
+                probe.feeds_dead.setdefault(producer_of_fn[feeder], name)
+    return probe
+
+
+def _walk_back(roots: list[Any], stop_at: Mapping[Any, str]) -> set[Any]:
+    """The autograd nodes reachable back from ``roots``: every one, or (with ``stop_at``) only the
+    first nodes of ``stop_at`` on each path."""
+    stack, seen, found = list(roots), set(), set()
     while stack:
         fn = stack.pop()
         if fn in seen:
             continue
         seen.add(fn)
-        if fn in producer_of_fn:
-            probe.output_layers.add(producer_of_fn[fn])
+        if fn in stop_at:
+            found.add(fn)
             continue
         stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
-    return probe
+    return found if stop_at else seen
 

@@ -117,6 +117,27 @@ def _channels_last_pool_restride(node: Any) -> bool:
     return len(sources) == 1 and sources[0].name().lower().startswith("meanbackward")
 
 
+def _expand_over_positions(node: Any) -> bool:
+    """An expand that only broadcasts over positions, e.g. ECA/SE's ``x * y.expand_as(x)`` with ``y`` of
+    shape (N, C, 1, 1): each channel's value is repeated in place, so channel c stays channel c."""
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return sizes is not None and len(sizes) in (3, 4) and int(sizes[1]) > 1 and all(int(s) == 1 for s in sizes[2:])
+
+
+def _conv_across_channels(node: Any, names: dict, hops: int = 2) -> str:
+    """The single-channel conv within ``hops`` of a reshape that lays channels out as positions
+    (ECA's ``conv1d(mean(x).view(N, 1, C))``): it reads each channel's neighbours ("" if none)."""
+    frontier, seen = [node], {node}
+    for _ in range(hops):
+        frontier = [n for f in frontier for n in (*f.inputs, *f.outputs) if n not in seen]
+        seen.update(frontier)
+        for n in frontier:
+            module = n.module
+            if isinstance(module, nn.modules.conv._ConvNd) and module.in_channels == module.out_channels == 1:
+                return names.get(module, type(module).__name__)
+    return ""
+
+
 def _layout_change(node: Any) -> bool:
     """A permute/transpose between channels-first and channels-last (NCHW <-> NHWC, (B,C,L) <-> (B,L,C)):
     each channel stays one channel, only its position in the layout moves."""
@@ -163,6 +184,8 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
     if isinstance(module, CROSS_CHANNEL_NORMS) or kind in (OPTYPE.LN, OPTYPE.GN, OPTYPE.IN):
         return (f"coupled through {type(module).__name__}{where}, whose statistics span all channels "
                 "(removing even an all-zero channel changes its output)")
+    if kind == OPTYPE.EXPAND and _expand_over_positions(node):
+        return ""
     if kind in (OPTYPE.MHA, OPTYPE.LSTM, OPTYPE.EMBED, OPTYPE.UNBIND, OPTYPE.EXPAND):
         return f"channels reach a {kind.name.lower()} op{where} that lrp_plugin does not map channel by channel"
     if getattr(node, UNMAPPABLE_ATTR, False):
@@ -179,6 +202,10 @@ def why_blocked(node: Any, names: dict, cautious: bool = False) -> str:
         if cautious:
             return ("a split's parts: the first rebuild with channels removed inside them did not run or match "
                     "(a split size written in the model's code, e.g. split(n) rather than chunk)")
+    gate = _conv_across_channels(node, names) if kind == OPTYPE.RESHAPE else ""
+    if gate:  # checked before any index is mapped through the reshape (an ECA gate's would be huge)
+        return (f"channels are laid out as positions for {gate}, a conv across channels (an ECA gate): each "
+                "channel's gate reads its neighbours, so removing one would change theirs")
     if kind == OPTYPE.RESHAPE and not _reshape_is_mapped(node):
         return (f"channels pass a reshape/view ({op_name(node) or 'view'}) that regroups them (e.g. a channel "
                 "shuffle or an attention reshape)")

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import MaskError
 from .checks import check_state_dict_fits, load_weights_only
+from .files import atomic_path
 from .graph import ForwardFn, build_graph, probe_model
 from .groups import GroupWalker
 from .masks import ChannelMasks, validate_masks
@@ -204,10 +205,10 @@ def save_masked(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     if not isinstance(state, HeldMasks):
         raise MaskError("the model holds no masks: call lrp.apply_masks first")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": target.state_dict(), MASKED_CHECKPOINT_KEY: state.masks.state_dict(),
                "mask_bn": state.mask_bn, **extra}
-    torch.save(payload, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import MaskError, UnsupportedLayerError
 from .checks import load_weights_only
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
+from .files import atomic_path
 from .graph import ForwardFn, build_graph, probe_model
 from .groups import GroupWalker
 from .modules import module_names, out_channels
@@ -113,11 +114,11 @@ class ChannelMasks(MutableMapping[str, torch.Tensor]):
     def save(self, path: str | Path) -> Path:
         """``.json`` writes JSON; anything else a torch file of plain tensors."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(self.to_dict()))
-        else:
-            torch.save(self.state_dict(), path)
+        with atomic_path(path) as tmp:
+            if path.suffix == ".json":
+                tmp.write_text(json.dumps(self.to_dict()))
+            else:
+                torch.save(self.state_dict(), tmp)
         return path
 
     @classmethod
@@ -216,8 +217,11 @@ def compute_masks(
         criterion, "__name__", "custom"), "ratio": ratio, "norms_traced": True})
     # not used in the forward (untraced): nothing to gain, nothing to check
     candidates = [name for name, module in model.named_modules() if isinstance(module, layer_types)
-                  and name not in ignored and name not in probe.output_layers and name in traced]
+                  and name not in ignored and name not in probe.output_layers and name in traced
+                  and name not in probe.feeds_dead]
     groups, skipped = walker.groups_of(candidates)
+    skipped.update({name: f"its channels also feed {dead}, whose output never reaches a model output"
+                    for name, dead in probe.feeds_dead.items() if name not in ignored})
     modules = dict(model.named_modules())
     for name in candidates:
         if name in skipped:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import SpecMismatchError
 from .checks import check_state_dict_fits, load_weights_only
+from .files import atomic_path, write_text
 
 SPEC_FORMAT = "lrp-channel-spec/1"
 ORIGINAL_SHAPES_ATTR = "_lrp_original_shapes"  # set by reconstruct: tensor shapes before pruning
@@ -29,7 +30,7 @@ _CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_f
 def channel_spec(model: nn.Module) -> dict[str, Any]:
     """Channel attributes per module and the shape of every parameter and buffer."""
     modules = {}
-    for name, module in model.named_modules():
+    for name, module in all_named_modules(model).items():
         attrs = {a: _plain(getattr(module, a)) for a in _CHANNEL_ATTRS if hasattr(module, a)}
         if attrs:
             modules[name] = {"type": type(module).__name__, **attrs}
@@ -66,16 +67,42 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def save_pruned(model: nn.Module, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``path`` (weights + spec, loadable with weights_only=True) and ``path.spec.json``."""
+def save_pruned(model: nn.Module, path: str | Path, *, extra: Mapping[str, Any] | None = None,
+                base_model: nn.Module | None = None) -> Path:
+    """Write ``path`` (weights + spec, loadable with weights_only=True) and ``path.spec.json``.
+
+    The file is read back through the loader before it gets its name: into ``base_model``
+    (a fresh unpruned model) when given, else against the pruned model itself, so a file
+    that would not load is refused when written, never when a teammate loads it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     spec = channel_spec(model)
     payload = {"format": SPEC_FORMAT, "spec_json": json.dumps(spec), "state_dict": model.state_dict(),
                **dict(extra or {})}
-    torch.save(payload, path)
-    path.with_name(path.name + ".spec.json").write_text(json.dumps(spec, indent=1))
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+        check_reloads(tmp, model if base_model is None else base_model)
+    write_text(path.with_name(path.name + ".spec.json"), json.dumps(spec, indent=1))
     return path
+
+
+def check_reloads(path: str | Path, base_model: nn.Module) -> None:
+    """Load a just-written ``save_pruned`` file into a copy of ``base_model``; SpecMismatchError if it would not."""
+    spec, state_dict = read_pruned(path)
+    check_loads(base_model, spec, state_dict, source=str(path))
+
+
+def check_loads(base_model: nn.Module, spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], *,
+                source: str) -> None:
+    """Shrink a copy of ``base_model`` (the unpruned model, or the pruned one itself, whose origin
+    check is then skipped) to ``spec`` and load ``state_dict`` strictly, as every loader does."""
+    try:
+        model = _shrink(base_model, spec, inplace=False, check_origin=not hasattr(base_model, ORIGINAL_SHAPES_ATTR))
+        check_state_dict_fits(model, state_dict, source=source)
+        model.load_state_dict(state_dict, strict=True)
+    except (SpecMismatchError, KeyError, RuntimeError) as exc:
+        raise SpecMismatchError(f"the pruned model written to {source!r} would not load back "
+                                f"({type(exc).__name__}: {exc}); nothing was written") from exc
 
 
 def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -91,9 +118,19 @@ def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
 
 def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool = False) -> nn.Module:
     """Give ``model`` the channel counts of ``spec`` (weights left uninitialised)."""
-    _check_spec(model, spec)
+    return _shrink(model, spec, inplace=inplace, check_origin=True)
+
+
+def all_named_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every name a module is reachable under: a module shared under two names (an alias, RTMDet's
+    ``share_conv``) appears under both, as its tensors do in ``state_dict()``."""
+    return dict(model.named_modules(remove_duplicate=False))
+
+
+def _shrink(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool, check_origin: bool) -> nn.Module:
+    _check_spec(model, spec, check_origin=check_origin)
     model = model if inplace else copy.deepcopy(model)
-    modules = dict(model.named_modules(remove_duplicate=False))  # shared convs: state_dict keys name every alias
+    modules = all_named_modules(model)
     for name, attrs in spec["modules"].items():
         module = modules[name]
         for attr, value in attrs.items():
@@ -118,10 +155,10 @@ def shrink_to_spec(model: nn.Module, spec: Mapping[str, Any], *, inplace: bool =
     return model
 
 
-def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
+def _check_spec(model: nn.Module, spec: Mapping[str, Any], *, check_origin: bool = True) -> None:
     if not isinstance(spec, Mapping) or spec.get("format") != SPEC_FORMAT:
         raise SpecMismatchError(f"not an lrp channel spec (expected format {SPEC_FORMAT!r})")
-    modules = dict(model.named_modules(remove_duplicate=False))  # shared convs: state_dict keys name every alias
+    modules = all_named_modules(model)
     own = model.state_dict()
     problems = []
     for name, attrs in spec["modules"].items():
@@ -139,7 +176,7 @@ def _check_spec(model: nn.Module, spec: Mapping[str, Any]) -> None:
     for key, shape in spec["tensors"].items():
         if key in own and (len(shape) != own[key].dim() or any(s > o for s, o in zip(shape, own[key].shape))):
             problems.append(f"{key}: spec {shape} does not shrink base {list(own[key].shape)}")
-    original = spec.get("original_tensors") or {}
+    original = (spec.get("original_tensors") or {}) if check_origin else {}
     for key, shape in original.items():  # the architecture the pruned model was cut from
         if key in own and list(own[key].shape) != list(shape):
             problems.append(f"{key}: base model has {list(own[key].shape)}, the pruned model was cut from {shape}")

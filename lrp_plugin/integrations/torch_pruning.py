@@ -19,6 +19,7 @@ from torch import nn
 from ..compat import group_graph
 from ..core import ChannelMasks, ReconstructionReport, apply_masks, compute_masks, get_masks, reconstruct
 from ..core.criteria import check_ratio, criterion_name, get_criterion
+from ..core.dry_run import dry_run_rebuild
 from ..core.graph import PRODUCER_TYPES, ForwardFn
 from ..errors import CallOrderError, InvalidArgumentError, MaskError
 
@@ -133,6 +134,9 @@ class LosslessPruner:
                                    ratio_dict=self.ratio_dict, forward_fn=self.forward_fn)
         if self.mode == "soft":
             apply_masks(self.model, self.masks, mask_bn=self.mask_bn)
+            # refused now, with the layer to exclude, rather than after the fine-tune
+            dry_run_rebuild(self.model, self.example_inputs, forward_fn=self.forward_fn, mask_bn=self.mask_bn,
+                            round_to=self.round_to, when="in LosslessPruner.step (mode='soft')")
             return self.masks
         return self.reconstruct(masks=self.masks)
 

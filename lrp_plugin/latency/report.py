@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.files import write_text
+
 CSV_FIELDS = ["backend", "model", "params", "macs", "macs_ratio", "runs", "threads", "device", "precision", "mean_ms",
               "std_ms", "median_ms", "p10_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "throughput_per_s",
               "latency_ratio_median", "latency_ratio_mean", "latency_ratio_std", "latency_ratio_p10",
@@ -72,10 +74,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, result: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    return path
+    return write_text(path, json.dumps(result, indent=1))
 
 
 def write_csv(path: Path, result: dict[str, Any]) -> Path:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.files import write_text
+
 
 def _pyplot():
     import matplotlib
@@ -24,9 +26,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
+    return write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def plot_channels(path: Path, original: dict[str, int], pruned: dict[str, dict[str, int]]) -> Path:

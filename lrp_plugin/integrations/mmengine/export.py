@@ -1,7 +1,7 @@
 """Writing the pruned model for OpenMMLab's tools: ``pruned.pth`` (MMEngine checkpoint whose meta
 holds the channel spec), ``pruned.pth.spec.json`` and ``pruned.py`` (the config that rebuilds it).
 
-Every file is written to a temporary name and renamed, so a failure leaves no half file.
+Every file is written whole or not at all (``core.files``); the checkpoint is loaded back before it is named.
 ``pruned.py`` names the checkpoint relative to itself (``{{ fileDirname }}``, which mmengine
 substitutes when it reads the config), so the work dir can be copied or moved as a whole.
 """
@@ -10,36 +10,22 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ... import core as lrp
 from ...adapters.base import find_adapter
+from ...core.checks import load_weights_only
+from ...core.files import atomic_path, write_text
+from ...core.spec import check_loads
 from .models import trace_copy
 from .pruned_model import SPEC_META_KEY
 
 HOOK_TYPE = "LosslessPruningHook"
 CONFIG_DIR_VAR = "{{ fileDirname }}"  # mmengine's predefined variable: the folder of the config file
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_pruned_checkpoint(model: nn.Module, path: str | Path, base_cfg: Any = None,
@@ -51,7 +37,8 @@ def write_pruned_checkpoint(model: nn.Module, path: str | Path, base_cfg: Any = 
     """
     path = Path(path)
     # LRPPruned reverts SyncBN before shrinking: record the spec of the reverted model too
-    spec = lrp.channel_spec(trace_copy(model, find_adapter(model)))
+    reverted = trace_copy(model, find_adapter(model))
+    spec = lrp.channel_spec(reverted)
     meta = {SPEC_META_KEY: json.dumps(spec)}
     for key, value in (extra_meta or {}).items():
         if value is not None:
@@ -61,8 +48,9 @@ def write_pruned_checkpoint(model: nn.Module, path: str | Path, base_cfg: Any = 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"meta": meta, "state_dict": state}, tmp)
-    with atomic_path(path.with_name(path.name + ".spec.json")) as tmp:
-        tmp.write_text(json.dumps(spec, indent=1))
+        written = load_weights_only(tmp, "pruned checkpoint")  # what tools/test.py will read, before it is named
+        check_loads(reverted, json.loads(written["meta"][SPEC_META_KEY]), written["state_dict"], source=str(path))
+    write_text(path.with_name(path.name + ".spec.json"), json.dumps(spec, indent=1))
     return path
 
 
@@ -83,6 +71,4 @@ def write_pruned_config(cfg: Any, pruned_path: Path) -> Path:
     cfg.resume = False
     cfg.pop("work_dir", None)  # tools/test.py picks ./work_dirs/pruned; the training one may not exist here
     out = pruned_path.with_suffix(".py")
-    with atomic_path(out) as tmp:
-        tmp.write_text(cfg.pretty_text)
-    return out
+    return write_text(out, cfg.pretty_text)

@@ -19,7 +19,8 @@ from torch import nn
 
 from ... import core as lrp
 from ...adapters.base import Adapter
-from ...core.criteria import check_ratio
+from ...core.checks import check_layer_names, check_pruning_options
+from ...core.dry_run import dry_run_rebuild
 from ...core.report import GroupRecord, ReconstructionReport
 from ...errors import CallOrderError, InvalidArgumentError
 from .checkpoint_safety import allow_mmengine_checkpoints, portable_message_hub
@@ -80,7 +81,8 @@ class LosslessPruningHook(Hook):
                  out_file: str = "pruned.pth", verify: bool = True) -> None:
         if order not in ORDERS:
             raise InvalidArgumentError(f"order={order!r}: use one of {ORDERS}")
-        check_ratio(ratio)  # refuse 1.0 (an empty layer) here, not after the data is loaded
+        # criterion, ratios, ignored_layers checked here, not after the data is loaded
+        check_pruning_options(criterion, ratio, ratio_dict=ratio_dict, ignored_layers=ignored_layers)
         # the Runner builds hooks before it loads any checkpoint: resuming needs these types
         allow_mmengine_checkpoints()
         self.criterion, self.ratio, self.order = criterion, ratio, order
@@ -117,6 +119,12 @@ class LosslessPruningHook(Hook):
         return masks
 
     # -- training ---------------------------------------------------------------------
+    def before_run(self, runner) -> None:
+        """The first moment the hook sees the model (before weights are loaded): check the layer names."""
+        model = lrp.unwrap_model(runner.model)
+        check_layer_names(model, [*self.ignored_layers, *(self.ratio_dict or {})], "LosslessPruningHook "
+                          "ignored_layers/ratio_dict")
+
     def before_train(self, runner) -> None:
         model = lrp.unwrap_model(runner.model)
         adapter = adapter_for(model)
@@ -128,6 +136,9 @@ class LosslessPruningHook(Hook):
         lrp.apply_masks(model, self.masks)
         for ema in ema_models(runner):  # EMAHook copied the model before it was masked
             lrp.apply_masks(ema, self.masks, hold=False)
+        if self.order == "finetune_then_reconstruct" and self.verify:  # fail now, not after the fine-tune
+            dry_run_rebuild(trace_copy(model, adapter), x, forward_fn=adapter.forward_fn,
+                            when="in LosslessPruningHook.before_train")
         runner.logger.info(f"LosslessPruningHook: {len(self.masks)} convs masked ({self.criterion}, CR {self.ratio}), "
                            f"masks held during training")
         if self.order == "reconstruct_then_finetune":
