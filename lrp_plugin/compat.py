@@ -134,3 +134,8 @@ def nni_metric_shrink(pruner: Any, module_name: str, target_name: str, data: Any
     """NNI's per-target scaler applied to ``data`` (one metric per filter), as NNI's own norm pruners do."""
     space = pruner._target_spaces[module_name][target_name]
     return space._scaler.shrink(data, reduce_func, keepdim=True)
+
+
+def nni_set_sparse_ratio(pruner: Any, module_name: str, ratio: float) -> None:
+    """Set the filter ratio NNI masks in one module (its weight target space's ``sparse_ratio``)."""
+    pruner._target_spaces[module_name]["weight"].sparse_ratio = float(ratio)
