@@ -79,12 +79,13 @@ def register_criterion(name: str, fn: Criterion | Any, aliases: Iterable[str] = 
         raise InvalidArgumentError(
             f"register_criterion({name!r}, ...): fn must map a weight tensor to one score per output filter "
             f"(or be a torch_pruning Importance), got {type(fn).__name__}")
-    key = _key(name)
-    if not key:
+    name = str(name)
+    if not _key(name):
         raise InvalidArgumentError("register_criterion: the name must not be empty")
-    CRITERIA[key] = fn
-    for alias in aliases:
-        ALIASES[_key(alias)] = key
+    CRITERIA[name] = fn  # listed as spelled; found by any spelling that normalises to it
+    for alias in (name, *aliases):
+        if _key(alias) != name:
+            ALIASES[_key(alias)] = name
 
 
 def _load_entry_points() -> None:
@@ -96,7 +97,7 @@ def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if _key(ep.name) not in CRITERIA:
+        if ep.name not in CRITERIA and _key(ep.name) not in ALIASES:
             register_criterion(ep.name, ep.load())
 
 
@@ -112,6 +113,7 @@ def criterion_name(criterion: str) -> str:
     key = _key(criterion)
     key = ALIASES.get(key, key)
     if key not in CRITERIA:
+        key = criterion if criterion in CRITERIA else key
         raise UnknownCriterionError(
             f"unknown criterion {criterion!r}: use one of {', '.join(repr(n) for n in CRITERIA)} "
             f"(or the aliases {sorted(ALIASES)}), register one with lrp.register_criterion(name, fn), "

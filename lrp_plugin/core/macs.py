@@ -125,7 +125,7 @@ class PlannedMacs:
                 return out_frac
             inputs = _in_channels(module)
             in_frac = (inputs - removed_in.get(layer.name, 0)) / inputs if inputs else 1.0
-            return out_frac * in_frac
+            return _bias_share(module) * out_frac + (1 - _bias_share(module)) * out_frac * in_frac
         seen = self._fraction(layer.in_fn, kept_out, memo)
         return seen[0] / seen[1] if seen and seen[1] else 1.0
 
@@ -166,6 +166,14 @@ def _in_channels(module: nn.Module) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
     return int(module.in_channels)
+
+
+def _bias_share(module: nn.Module) -> float:
+    """The part of a conv's counted MACs that is its bias (one add per output; scales with outputs only)."""
+    if getattr(module, "bias", None) is None or not isinstance(module, nn.modules.conv._ConvNd):
+        return 0.0
+    per_output = module.weight[0].numel()  # in/groups x kernel
+    return 1.0 / (per_output + 1)
 
 
 def _depthwise(module: nn.Module) -> bool:

@@ -29,7 +29,7 @@ from torch import nn
 from ..compat import nni_metric_shrink, nni_set_sparse_ratio
 from ..configs import config_root, resolve_config
 from ..core import ChannelMasks, ReconstructionResult, compute_masks, reconstruct
-from ..core.criteria import get_criterion
+from ..core.criteria import criterion_name, get_criterion
 from ..core.graph import probe_model
 from ..core.selection import check_selection, check_target_macs
 from ..errors import CallOrderError, InvalidArgumentError, MaskError
@@ -121,8 +121,9 @@ class _LosslessNormPruner:
 
     def __init__(self, model: nn.Module, config_list: list[dict], evaluator=None, existed_wrappers=None, *,
                  dummy_input: Any = None, mask_bn: bool = True, selection: str = "layer",
-                 target_macs: float | None = None):
+                 target_macs: float | None = None, criterion: Any = None):
         selection, target_macs = check_selection(selection), check_target_macs(target_macs)
+        self.criterion = self.criterion if criterion is None else criterion_name(criterion)  # a registered name
         converted = _check_config_list(model, config_list)
         dummy_input = dummy_input if dummy_input is not None else getattr(evaluator, "dummy_input", None)
         self.mask_bn = mask_bn
