@@ -60,6 +60,7 @@ class PlannedMacs:
     def __init__(self, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None):
         self.total, self.layers = _counted_layers(model, example_inputs, forward_fn)
         self._producer_of: dict[Any, _Layer] = {}
+        self._roots: dict[int, torch.Tensor] = {}  # member -> its root indices as a tensor (members live as long)
         self._trace(model, example_inputs, forward_fn)
 
     def _trace(self, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> None:
@@ -103,18 +104,23 @@ class PlannedMacs:
                 continue
             for member in group.producers:
                 if member.name is not None:
-                    gone = sum(1 for r in member.root_idxs if not bool(keep[r]))
+                    gone = self._removed(member, keep)
                     kept_out[member.name] = kept_out.get(member.name, _channels(member.module)) - gone
             for member in group.consumers:
                 if member.name is not None:
-                    removed_in[member.name] = removed_in.get(member.name, 0) + sum(
-                        1 for r in member.root_idxs if not bool(keep[r]))
+                    removed_in[member.name] = removed_in.get(member.name, 0) + self._removed(member, keep)
         memo: dict[Any, tuple[float, float] | None] = {}
         raw = scaled = 0.0
         for layer in self.layers:
             raw += layer.macs
             scaled += layer.macs * self._scale(layer, kept_out, removed_in, memo)
         return self.total * scaled / raw if raw else self.total
+
+    def _removed(self, member: Any, keep: torch.Tensor) -> int:
+        roots = self._roots.get(id(member))
+        if roots is None:
+            roots = self._roots[id(member)] = torch.as_tensor(member.root_idxs, dtype=torch.long)
+        return int((~keep[roots]).sum())
 
     def _scale(self, layer: _Layer, kept_out: dict[str, int], removed_in: dict[str, int], memo: dict) -> float:
         module = layer.module
