@@ -20,7 +20,7 @@ from .selection import selection_rows
 from .training import accuracy, predict
 
 
-def _recipes(data: ImageSplit, epochs: int | None, finetune_epochs: int | None) -> tuple[Recipe, Recipe]:
+def recipes_for(data: ImageSplit, epochs: int | None, finetune_epochs: int | None) -> tuple[Recipe, Recipe]:
     """The paper's recipes at full length, scaled when epochs are given; digits uses batches of 64."""
     original, finetune = CLASSIFICATION_ORIGINAL, CLASSIFICATION_FINETUNE
     if epochs:
@@ -59,7 +59,7 @@ def classification_results(model: str, data: ImageSplit, ratio: float, criteria:
 
     Returns (every number, the models): ``"original"`` and one union-reconstructed model per criterion.
     """
-    original_recipe, finetune_recipe = _recipes(data, epochs, finetune_epochs)
+    original_recipe, finetune_recipe = recipes_for(data, epochs, finetune_epochs)
     net = train_original(model, data, original_recipe, seed, progress)
     macs, params = lrp.count_macs_params(net, data.test_x[:1])
     result: dict[str, Any] = {
@@ -114,7 +114,7 @@ def order_comparison(model: str, dataset: str, data_dir: str | None, ratio: floa
     _check([model], ratio, [criterion])
     start = time.perf_counter()
     data = _data(dataset, data_dir, seed, limit)
-    original_recipe, finetune_recipe = _recipes(data, epochs, finetune_epochs)
+    original_recipe, finetune_recipe = recipes_for(data, epochs, finetune_epochs)
     net = train_original(model, data, original_recipe, seed, progress)
     rows = order_study(net, data, criterion, ratio, finetune_recipe, seed, progress)
     result = {"study": "order", "model": model, "dataset": data.name, "ratio": ratio, "criterion": criterion,
@@ -134,7 +134,7 @@ def large_vs_small_comparison(large: str, small: str, dataset: str, data_dir: st
     _check([large, small], ratio, [criterion])
     start = time.perf_counter()
     data = _data(dataset, data_dir, seed, limit)
-    original_recipe, finetune_recipe = _recipes(data, epochs, finetune_epochs)
+    original_recipe, finetune_recipe = recipes_for(data, epochs, finetune_epochs)
     models = large_vs_small(data, large, small, ratio, criterion, original_recipe, finetune_recipe, seed, progress)
     result = {"study": "large_vs_small", "dataset": data.name, "ratio": ratio, "criterion": criterion, "seed": seed,
               "recipes": {"original": original_recipe.to_dict(), "finetune": finetune_recipe.to_dict()},

@@ -67,12 +67,13 @@ def tp_group_pruned(net: nn.Module, example: torch.Tensor, target_macs: float) -
     return best[0]
 
 
-def selection_rows(net: nn.Module, data: ImageSplit, criterion: str, ratio: float, target_macs: float | None,
+def selection_rows(net: nn.Module, data: ImageSplit, criterion: str, ratio: float | None, target_macs: float | None,
                    finetune: Recipe, seed: int = 0, progress: bool = True) -> list[VariantResult]:
-    """``group`` at ``ratio``; with ``target_macs``: ``layer``/``group`` and Torch-Pruning's group pruning there."""
+    """``group`` at ``ratio`` (None: no such row); with ``target_macs``: ``layer``/``group`` and Torch-Pruning's
+    group pruning there."""
     example = data.test_x[:2]
-    rows = [_held_row(net, data, criterion, "group",
-                      lrp.compute_masks(net, example, criterion, ratio, selection="group"), finetune, seed, progress)]
+    rows = [] if ratio is None else [_held_row(net, data, criterion, "group", lrp.compute_masks(
+        net, example, criterion, ratio, selection="group"), finetune, seed, progress)]
     if target_macs is None:
         return rows
     for selection in ("layer", "group"):
