@@ -61,6 +61,8 @@ def test_demo_pipeline_reduced(tmp_path, capsys):
     (["demo", "--ratio", "1.2"], "[0, 1)"),
     (["demo", "--model", "vgg16"], "unknown timm ResNet"),
     (["demo", "--criterion", "taylor"], "unknown criterion"),
+    (["demo", "--target-macs", "1.5"], "target_macs"),
+    (["study", "classify", "--target-macs", "-1"], "target_macs"),
     (["study", "classify", "--dataset", "cifar10"], "--data-dir"),
     (["study", "classify", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "cifar-10-batches-py"),
     (["study", "order", "--model", "vgg16"], "unknown model"),
