@@ -6,7 +6,10 @@ lossless rebuild, for ``selection="layer"`` and ``"group"`` at CR 0.5 and at an 
 Runtime latency ratio pruned/original at 1 thread, all variants of a model timed interleaved.
 
     python benchmarks/selection.py [--models resnet50 darknet53 yolov3 ...] [--runs 3] [--threads 1]
-        [--ratio 0.5] [--target-macs 0.30] [--out benchmarks/results/selection.json]
+        [--ratio 0.5] [--target-macs 0.30] [--tp] [--out benchmarks/results/selection.json]
+
+``--tp`` adds Torch-Pruning's own ``MetaPruner`` + ``GroupMagnitudeImportance(p=1)`` at the same CR
+(output layers ignored as ours are; no lossless check: it removes channels with their values).
 
 Models: resnet18 resnet50 resnet101 darknet53 (timm), mobilenet_v2 densenet121 (torchvision),
 yolov3 (mmdet YOLOv3-D53 at 416, tensor-only forward through the adapter).
@@ -58,7 +61,33 @@ def build(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, dict
         (lambda m: TensorForward(m, adapter.forward_fn).eval())
 
 
-def run_model(name: str, ratio: float, target: float, runs: int, threads: int) -> list[dict[str, Any]]:
+def tp_row(name: str, model: torch.nn.Module, x: torch.Tensor, kw: dict[str, Any], ratio: float) -> dict[str, Any]:
+    """Torch-Pruning's MetaPruner + GroupMagnitudeImportance(p=1) at ``ratio``, on a copy."""
+    import copy
+
+    import torch_pruning as tp
+
+    from lrp_plugin.core.graph import probe_model
+
+    work = copy.deepcopy(model)
+    outputs = probe_model(work, x, kw.get("forward_fn")).output_layers | set(kw.get("ignored_layers") or [])
+    modules = dict(work.named_modules())
+    before, params_before = lrp.count_macs_params(work, x, kw.get("forward_fn"))
+    tp.pruner.MetaPruner(work, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=ratio,
+                         ignored_layers=[modules[n] for n in outputs if n in modules],
+                         forward_fn=kw.get("forward_fn")).step()
+    after, params_after = lrp.count_macs_params(work, x, kw.get("forward_fn"))
+    row = {"model": name, "variant": f"TP group CR {ratio:g}", "selection": "torch-pruning", "ratio": ratio,
+           "target_macs": None, "macs_ratio": after / before, "params_ratio": params_after / params_before,
+           "gflops_after": lrp.paper_flops(after) / 1e9, "gflops_before": lrp.paper_flops(before) / 1e9,
+           "max_rel_error": None, "lossless": None}
+    print(f"{name:<13} {row['variant']:<15} MACs {row['macs_ratio']:.3f}  params {row['params_ratio']:.3f}  "
+          f"GFLOPs {row['gflops_after']:.3f}", flush=True)
+    return row
+
+
+def run_model(name: str, ratio: float, target: float, runs: int, threads: int,
+              with_tp: bool = False) -> list[dict[str, Any]]:
     model, x, kw, wrap = build(name)
     rows, pruned = [], {}
     variants = [("layer", ratio, None), ("group", ratio, None), ("layer", None, target), ("group", None, target)]
@@ -89,6 +118,8 @@ def run_model(name: str, ratio: float, target: float, runs: int, threads: int) -
         ratios = timed["backends"]["onnxruntime"]["ratios"]
         for row in rows:
             row["ort_latency_ratio"] = ratios[f"{name} {row['variant']}"]["median"]
+    if with_tp:
+        rows.append(tp_row(name, model, x, kw, ratio))
     return rows
 
 
@@ -99,16 +130,18 @@ def main() -> None:
     ap.add_argument("--target-macs", type=float, default=0.30)
     ap.add_argument("--runs", type=int, default=3, help="ORT latency runs (0: no latency)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tp", action="store_true", help="add Torch-Pruning's MetaPruner + GroupMagnitudeImportance")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "selection.json"))
     args = ap.parse_args()
     rows = []
     for name in args.models:
-        rows += run_model(name, args.ratio, args.target_macs, args.runs, args.threads)
+        rows += run_model(name, args.ratio, args.target_macs, args.runs, args.threads, args.tp)
     print(f"\n{'model':<13} {'variant':<15} {'ratio':>6} {'MACs':>6} {'params':>6} {'GFLOPs':>8} {'rel err':>8}"
           + ("  ORT lat." if args.runs else ""))
     for r in rows:
         print(f"{r['model']:<13} {r['variant']:<15} {r['ratio']:>6.3f} {r['macs_ratio']:>6.3f} "
-              f"{r['params_ratio']:>6.3f} {r['gflops_after']:>8.3f} {r['max_rel_error']:>8.1e}"
+              f"{r['params_ratio']:>6.3f} {r['gflops_after']:>8.3f} "
+              f"{'-' if r['max_rel_error'] is None else format(r['max_rel_error'], '.1e'):>8}"
               + (f"  {r['ort_latency_ratio']:>8.3f}" if 'ort_latency_ratio' in r else ""))
     path = write_json(Path(args.out), {"benchmark": "selection", "command": command(), "rows": rows,
                                        "settings": vars(args)})
