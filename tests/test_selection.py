@@ -97,3 +97,13 @@ def test_property_style_group_masks_on_toy_nets_are_lossless():
     masks = lrp.compute_masks(model, x, "l2", 0.5, selection="group", ignored_layers=["dense"])
     result = lrp.reconstruct(model, x, masks, strict=False, round_to=2)
     assert result.report.lossless, str(result.report)
+
+
+def test_latency_job_checks_selection_and_budget_before_building():
+    from lrp_plugin.latency.api import LatencyJob
+
+    assert LatencyJob(["timm:resnet18"], target_macs=0.3, selection="group").validate().target_macs == 0.3
+    with pytest.raises(lrp.UsageError, match="not both"):
+        LatencyJob(["timm:resnet18"], prune_ratio=0.5, target_macs=0.3).validate()
+    with pytest.raises(lrp.UsageError, match="selection"):
+        LatencyJob(["timm:resnet18"], prune_ratio=0.5, selection="blocks").validate()
