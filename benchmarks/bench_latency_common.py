@@ -23,13 +23,15 @@ MODELS = {"resnet50": ("timm:resnet50", [3, 224, 224]), "yolov3": (YOLOV3_D53, [
 
 def build_variants(spec: str, shape: list[int], variants: list[dict[str, Any]], *, criterion: str = "l1",
                    seed: int = 0) -> tuple[list[ModelEntry], torch.Tensor]:
-    """The original (random weights, randomized BN) and one pruned counterpart per ``{"prune_ratio", "round_to"}``."""
+    """The original (random weights, randomized BN) and one pruned counterpart per
+    ``{"prune_ratio", "round_to", "selection", "target_macs"}`` (the last two optional)."""
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed))
     req = SourceRequest(x=x, criterion=criterion, seed=seed)
     original = load_models([spec], req)[0]
     entries = [original]
     for v in variants:
-        req.prune_ratio, req.round_to = v["prune_ratio"], v.get("round_to")
+        req.prune_ratio, req.round_to = v.get("prune_ratio"), v.get("round_to")
+        req.selection, req.target_macs = v.get("selection", "layer"), v.get("target_macs")
         entries.append(counterpart(original, req))
     return entries, x
 

@@ -340,7 +340,7 @@ def child_main(spec: dict, fd: int) -> None:
     try:
         chan.send(kind="step", step=step)
         t0 = time.perf_counter()
-        masks = lrp.compute_masks(model, x, "l1", 0.5)
+        masks = lrp.compute_masks(model, x, "l1", 0.5, selection=spec.get("selection", "layer"))
         times["compute_masks_s"] = time.perf_counter() - t0
         total = sum(int(m.numel()) for m in masks.values())
         masked = sum(int((~m.bool()).sum()) for m in masks.values())
@@ -409,6 +409,7 @@ class Worker:
     """One child process for one model, with its deadlines and memory watch."""
 
     def __init__(self, spec: dict, args):
+        spec = dict(spec, selection=args.selection)
         self.spec, self.args = spec, args
         self.read_fd, write_fd = os.pipe()
         self.log = tempfile.TemporaryFile(mode="w+")  # child's stderr/stdout: warnings, faulthandler stacks
@@ -549,8 +550,9 @@ def _meta(args) -> dict:
         "versions": versions, "python": platform.python_version(), "platform": platform.platform(),
         "cpus": os.cpu_count(), "timeout_s": args.timeout, "build_timeout_s": args.build_timeout,
         "mem_gb": args.mem_gb, "jobs": args.jobs, "max_params": MAX_PARAMS, "rel_tol": REL_TOL,
-        "call": 'masks = lrp.compute_masks(model, x, "l1", 0.5); lrp.apply_masks(model, masks); '
-                "result = lrp.reconstruct(model, x)",
+        "call": f'masks = lrp.compute_masks(model, x, "l1", 0.5, selection="{args.selection}"); '
+                "lrp.apply_masks(model, masks); result = lrp.reconstruct(model, x)",
+        "selection": args.selection,
         "argv": sys.argv[1:],
     }
 
@@ -783,12 +785,17 @@ def main() -> None:
     parser.add_argument("--build-timeout", type=float, default=300.0, help="seconds to import, build, run once")
     parser.add_argument("--mem-gb", type=float, default=4.0, help="peak RSS cap per model process")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/model_zoo.json (model_zoo_group.json with --selection group)")
+    parser.add_argument("--selection", choices=("layer", "group"), default="layer",
+                        help="compute_masks selection: per-layer masks (the paper) or one per coupled group")
     parser.add_argument("--markdown", action="store_true", help="print the coverage table at the end")
     parser.add_argument("--no-run", action="store_true", help="read --out instead of running (with --markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.selection == "layer" else DEFAULT_OUT.with_name("model_zoo_group.json")
     if args.child:
         child_main(json.loads(args.child), args.fd)
         return

@@ -9,6 +9,7 @@ the timm, NNI, OpenMMLab and latency integrations import their libraries lazily.
 from .core import *  # noqa: F401,F403
 from .core import __all__ as _core_all
 from .errors import (
+                     BudgetError,
                      CallOrderError,
                      ForeignMaskError,
                      InvalidArgumentError,
@@ -27,7 +28,7 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
-__all__ = [*_core_all, "CallOrderError", "ForeignMaskError", "InvalidArgumentError", "InvalidRatioError", "LRPError",
-           "LosslessError",
-           "MaskError", "MissingExtraError", "SpecMismatchError", "TraceError", "UnknownCriterionError",
+__all__ = [*_core_all, "BudgetError", "CallOrderError", "ForeignMaskError", "InvalidArgumentError",
+           "InvalidRatioError", "LRPError", "LosslessError", "MaskError", "MissingExtraError", "SpecMismatchError",
+           "TraceError", "UnknownCriterionError",
            "UnknownModelError", "UnsafeCheckpointError", "UnsupportedLayerError", "UsageError", "__version__"]

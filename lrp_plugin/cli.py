@@ -14,7 +14,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     results = run_demo(model_name=args.model, ratio=args.ratio, criteria=tuple(args.criterion), epochs=args.epochs,
                        finetune_epochs=args.finetune_epochs, seed=args.seed, out_dir=args.out,
-                       progress=not args.quiet, latency_runs=args.latency_runs, round_to=args.round_to)
+                       progress=not args.quiet, latency_runs=args.latency_runs, round_to=args.round_to,
+                       selection=args.selection, target_macs=args.target_macs or None)
     print(format_results(results))
     print(f"report folder: {args.out} (report.json, summary.md, *.png)")
     return 0
@@ -27,7 +28,8 @@ def _study(args: argparse.Namespace) -> int:
                   finetune_epochs=args.finetune_epochs, seed=args.seed, out=Path(args.out), limit=args.limit,
                   progress=not args.quiet)
     if args.study == "classify":
-        run.classify_study(model=args.model, criteria=args.criterion, **common)
+        run.classify_study(model=args.model, criteria=args.criterion, selection=args.selection,
+                           target_macs=args.target_macs, **common)
     elif args.study == "order":
         run.order_comparison(model=args.model, criterion=args.criterion[0], **common)
     else:
@@ -39,12 +41,18 @@ def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="train, prune (L1/L2/GM), fine-tune and reconstruct on sklearn digits")
     demo.add_argument("--model", default="resnet18", help="timm ResNet name (default resnet18)")
     demo.add_argument("--ratio", type=float, default=0.5, help="fraction of channels masked per conv (default 0.5)")
-    demo.add_argument("--criterion", nargs="+", default=["l1", "l2", "gm"], help="l1, l2 and/or gm")
+    demo.add_argument("--criterion", nargs="+", default=["l1", "l2", "gm"],
+                      help="l1, l2 and/or gm (or names added with lrp.register_criterion)")
     demo.add_argument("--epochs", type=int, default=8, help="training epochs of the original model")
     demo.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs with masks held")
     demo.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (0: skip latency)")
     demo.add_argument("--round-to", type=int, default=None, metavar="N",
                       help="keep pruned channel counts at multiples of N (zero channels kept; still lossless)")
+    demo.add_argument("--selection", default="layer", choices=("layer", "group"),
+                      help="masks of the main rows: per layer (the paper) or one per coupled group")
+    demo.add_argument("--target-macs", type=float, default=0.25,
+                      help="MACs budget of the selection rows (layer, group, Torch-Pruning at equal MACs; "
+                           "0: skip them)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -73,6 +81,12 @@ def _add_studies(sub) -> None:
             p.add_argument("--small", default="resnet50")
         else:
             p.add_argument("--model", default="resnet50", help="resnet18/34/50/101")
+        if name == "classify":
+            p.add_argument("--selection", default="layer", choices=("layer", "group"),
+                           help="masks of the criterion rows: per layer (the paper) or one per coupled group")
+            p.add_argument("--target-macs", type=float,
+                           help="add the selection rows: group at --ratio; layer, group and Torch-Pruning's "
+                                "MetaPruner + GroupMagnitudeImportance at this fraction of the MACs")
         p.set_defaults(func=_study)
 
 

@@ -169,3 +169,8 @@ def nni_is_wrapped(model: Any) -> bool:
 def nni_wrapped_param(pruner: Any, module_name: str, target_name: str) -> Any:
     """The original parameter an NNI pruner's wrapper holds for ``module_name.target_name``."""
     return getattr(pruner._module_wrappers[module_name], target_name, None)
+
+
+def nni_set_sparse_ratio(pruner: Any, module_name: str, ratio: float) -> None:
+    """Set the filter ratio NNI masks in one module (its weight target space's ``sparse_ratio``)."""
+    pruner._target_spaces[module_name]["weight"].sparse_ratio = float(ratio)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .core.criteria import check_ratio, get_criterion
+from .core.selection import check_selection, check_target_macs
 from .errors import InvalidArgumentError
 from .studies import report as rep
 from .studies.data import load_digits_split
@@ -23,12 +24,19 @@ from .studies.run import classification_results
 
 def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[str, ...] = ("l1", "l2", "gm"),
              epochs: int = 8, finetune_epochs: int = 3, seed: int = 0, out_dir: str | Path = "runs/demo",
-             progress: bool = True, latency_runs: int = 30, round_to: int | None = None) -> dict[str, Any]:
+             progress: bool = True, latency_runs: int = 30, round_to: int | None = None, selection: str = "layer",
+             target_macs: float | None = 0.25) -> dict[str, Any]:
     """Run the pipeline and write the report folder; returns every number it wrote.
+
+    ``selection`` chooses the masks of the main rows; the first criterion also gets the selection
+    rows: ``group`` at ``ratio`` and, at ``target_macs`` (None: skipped), ``layer``, ``group`` and
+    Torch-Pruning's own group pruning, fine-tuned the same way.
 
     ``round_to=N`` keeps every pruned channel count a multiple of N (kept channels are zero or
     constant, so still lossless), which vector units and runtimes prefer."""
     ratio = check_ratio(ratio)
+    check_selection(selection)
+    target_macs = check_target_macs(target_macs)
     for criterion in criteria:
         get_criterion(criterion)
     if epochs < 1 or finetune_epochs < 1:
@@ -39,7 +47,8 @@ def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[s
     torch.manual_seed(seed)
     data = load_digits_split(seed=seed)
     results, models = classification_results(model_name, data, ratio, criteria, epochs, finetune_epochs, seed,
-                                              progress, round_to=round_to)
+                                              progress, round_to=round_to, selection=selection,
+                                              target_macs=target_macs, compare_selection=True)
     results["latency"] = _latency(models, data.test_x[:1], latency_runs, progress) if latency_runs > 0 else None
     results["seconds"] = time.perf_counter() - start
     write_report(Path(out_dir), results)
@@ -63,7 +72,8 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
                "accuracy": results["original"]["accuracy"], "marker": "*"}]
     markers = {"union": "o", "intersection": "x", "bn_not_masked": "^", "bn_not_masked_folded": "v"}
     points += [{"label": f"{r['criterion']} {r['variant']}", "macs": r["macs"],
-                "accuracy": r["reconstructed_accuracy"], "marker": markers[r["variant"]]} for r in results["rows"]]
+                "accuracy": r["reconstructed_accuracy"], "marker": markers.get(r["variant"], "s")}
+               for r in results["rows"]]
     rep.plot_accuracy_vs_macs(out / "accuracy_vs_macs.png", points)
     if results["latency"]:
         from .latency.report import plot_png
@@ -88,8 +98,10 @@ def format_results(results: dict[str, Any], markdown: bool = False) -> str:
             f"accuracy {base['accuracy']:.2%}, {base['params']:,} params, {base['macs']:,} MACs")
     headers = ["criterion", "variant", "masked acc", "rebuilt acc", "same predictions", "changed", "max rel err",
                "params", "MACs (ratio)"]
-    rows = [[r["criterion"], r["variant"], f"{r['masked_accuracy']:.2%}", f"{r['reconstructed_accuracy']:.2%}",
-             str(r["identical_predictions"]), r["changed_predictions"], f"{r['max_rel_error']:.1e}",
+    rows = [[r["criterion"], r["variant"], "-" if r["masked_accuracy"] is None else f"{r['masked_accuracy']:.2%}",
+             f"{r['reconstructed_accuracy']:.2%}", str(r["identical_predictions"]),
+             "-" if r["changed_predictions"] is None else r["changed_predictions"],
+             "-" if r["max_rel_error"] is None else f"{r['max_rel_error']:.1e}",
              f"{r['params']:,}", f"{r['macs']:,} ({r['macs'] / base['macs']:.1%})"] for r in results["rows"]]
     parts = [head, "", _table(headers, rows, markdown)]
     latency = results.get("latency")

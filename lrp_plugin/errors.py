@@ -17,7 +17,7 @@ class InvalidRatioError(LRPError, ValueError):
 
 
 class UnknownCriterionError(LRPError, ValueError):
-    """A criterion name that is not one of l1, l2, gm."""
+    """A criterion name that is not registered (built-in: l1, l2, gm; see ``lrp.register_criterion``)."""
 
 
 class MaskError(LRPError, ValueError):
@@ -74,3 +74,14 @@ class CallOrderError(LRPError, RuntimeError):
 
 class UnsafeCheckpointError(LRPError, ValueError):
     """A file that holds pickled objects beyond plain tensors: it is never unpickled."""
+
+
+class BudgetError(LRPError, ValueError):
+    """A MACs budget (``target_macs``) below what masking every prunable layer to its floor reaches.
+
+    ``smallest`` is the smallest reachable fraction of the original MACs.
+    """
+
+    def __init__(self, message: str, smallest: float):
+        super().__init__(message)
+        self.smallest = smallest

@@ -28,9 +28,10 @@ block = st.one_of(
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(blocks=st.lists(block, min_size=1, max_size=5), stem=width, seed=st.integers(0, 2**16),
        keep_prob=st.floats(0.0, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]),
-       mask_bn=st.booleans())
-def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_prob, dtype, mask_bn):
-    """BN masked (the paper), or BN alive with the constants folded (``mask_bn=False``)."""
+       mask_bn=st.booleans(), selection=st.sampled_from(["random", "layer", "group"]))
+def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_prob, dtype, mask_bn, selection):
+    """BN masked (the paper), or BN alive with the constants folded (``mask_bn=False``); masks drawn
+    at random or computed per layer / per coupled group (``selection``)."""
     torch.manual_seed(seed)
     model = randomize_batchnorm(ToyNet(blocks, stem=stem), seed).to(dtype)
     x = torch.randn(2, 3, 12, 12, dtype=dtype)
@@ -40,6 +41,9 @@ def test_random_cnn_union_reconstruction_is_lossless(blocks, stem, seed, keep_pr
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.Conv2d) and name != "dense"
     }
+    if selection != "random":
+        masks = lrp.compute_masks(model, x, "l1", min(1 - keep_prob, 0.95), selection=selection,
+                                  ignored_layers=["dense"])
     lrp.apply_masks(model, masks, mask_bn=mask_bn, example_inputs=x)
     # strict=False: a group Torch-Pruning cannot map is kept whole and reported (report.skipped),
     # which is a valid answer; anything rebuilt must still be exact

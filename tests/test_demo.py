@@ -39,6 +39,14 @@ def test_demo_pipeline_reduced(tmp_path, capsys):
         assert rows[(criterion, "bn_not_masked")]["max_rel_error"] > 1e-3
         folded = rows[(criterion, "bn_not_masked_folded")]  # ours: the same masks, rebuilt exactly
         assert folded["changed_predictions"] == 0 and folded["max_rel_error"] < 1e-5
+    # selection rows (issue 17): group at the same CR; layer, group and Torch-Pruning at MACs 0.25
+    group = rows[("l1", "group")]
+    assert group["changed_predictions"] == 0 and group["macs"] < rows[("l1", "union")]["macs"]
+    for variant in ("layer@macs0.25", "group@macs0.25"):
+        row = rows[("l1", variant)]
+        assert row["changed_predictions"] == 0 and abs(row["macs"] / report["original"]["macs"] - 0.25) < 0.01
+    tp_row = rows[("tp-group-magnitude-p1", "tp_group@macs0.25")]
+    assert abs(tp_row["macs"] / report["original"]["macs"] - 0.25) < 0.01 and tp_row["changed_predictions"] is None
     latency = report["latency"]
     assert set(latency["models"]) == {"original", "l1 CR 0.5", "gm CR 0.5"}
     for name in ("channels_per_layer.png", "accuracy_vs_macs.png", "latency.png"):
@@ -53,6 +61,8 @@ def test_demo_pipeline_reduced(tmp_path, capsys):
     (["demo", "--ratio", "1.2"], "[0, 1)"),
     (["demo", "--model", "vgg16"], "unknown timm ResNet"),
     (["demo", "--criterion", "taylor"], "unknown criterion"),
+    (["demo", "--target-macs", "1.5"], "target_macs"),
+    (["study", "classify", "--target-macs", "-1"], "target_macs"),
     (["study", "classify", "--dataset", "cifar10"], "--data-dir"),
     (["study", "classify", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "cifar-10-batches-py"),
     (["study", "order", "--model", "vgg16"], "unknown model"),

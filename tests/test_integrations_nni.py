@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from _extras import require
 
 from lrp_plugin import CallOrderError
+from lrp_plugin import errors as lrp_errors
 from lrp_plugin.adapters import create_resnet
 from lrp_plugin.testing import randomize_batchnorm
 
@@ -183,3 +184,24 @@ def test_shipped_config_lists_load():
     assert load_config_list("yolov3_cr0.9")[0]["exclude_op_names_re"] == [r"bbox_head\.convs_pred\..*"]
     with pytest.raises(FileNotFoundError, match="resnet_cr0.5"):
         load_config_list("resnet_cr0.55")
+
+
+def test_group_selection_and_registered_criterion_in_an_nni_pruner_rebuild_losslessly():
+    """selection='group' (issue 17) with a criterion registered by a test module (issue 21)."""
+    from custom_criterion import NAME
+
+    x = torch.randn(2, 3, 32, 32)
+    config = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
+    with pytest.raises(lrp_errors.InvalidArgumentError, match="selection"):
+        L1NormPruner(_model(), config, dummy_input=x, selection="chain")
+    ratios = {}
+    for selection in ("layer", "group"):
+        model = _model()
+        pruner = L1NormPruner(model, config, dummy_input=x, selection=selection, criterion=NAME)
+        _, masks = pruner.compress()
+        pruner.unwrap_model()
+        speedup = LosslessSpeedup(model, x, masks)
+        speedup.speedup_model()
+        assert speedup.report.lossless, str(speedup.report)
+        ratios[selection] = speedup.report.macs_ratio
+    assert ratios["group"] < ratios["layer"] - 0.1

@@ -95,7 +95,7 @@ def test_importances_plug_into_torch_prunings_own_pruner():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"importance": "taylor"}, "unknown criterion"),
-    ({"importance": tp.importance.MagnitudeImportance()}, "L1Importance"),
+    ({"importance": 3}, "criterion name"),  # Torch-Pruning Importances are accepted (issue 21)
     ({"mode": "medium"}, "soft"),
     ({"pruning_ratio": 1.0}, r"\[0, 1\)"),
     ({"global_pruning": True}, "global_pruning"),

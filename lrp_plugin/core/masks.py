@@ -15,14 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import MaskError, UnsupportedLayerError
+from ..errors import MaskError
 from .checks import load_weights_only
-from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
 from .files import atomic_path
-from .graph import ForwardFn, build_graph, probe_model
-from .groups import GroupWalker
 from .modules import module_names, out_channels
-from .plan import downstream_norm_masks
 
 MASKS_FORMAT = "lrp-channel-masks/1"
 
@@ -163,7 +159,7 @@ def validate_masks(model: nn.Module, masks: Mapping[str, Any]) -> ChannelMasks:
     return masks
 
 
-def _resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> set[str]:
+def resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> set[str]:
     """Names of ignored modules (and all their children) from modules or names."""
     if not ignored_layers:
         return set()
@@ -183,61 +179,10 @@ def _resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> 
     return {n for n in names.values() for r in roots if n == r or n.startswith(r + ".") or r == ""}
 
 
-def compute_masks(
-    model: nn.Module,
-    example_inputs: Any,
-    criterion: str | Criterion = "l1",
-    ratio: float = 0.5,
-    ignored_layers: Iterable[Any] | None = None,
-    *,
-    layer_types: tuple[type, ...] = (nn.Conv2d,),
-    ratio_dict: Mapping[str, float] | None = None,
-    forward_fn: ForwardFn | None = None,
-) -> ChannelMasks:
-    """Mask ``ratio`` of the output channels of every prunable conv by ``criterion``.
+def __getattr__(name: str) -> Any:
+    # compute_masks moved to selection.py (which imports this module); old imports keep working
+    if name == "compute_masks":
+        from .selection import compute_masks
 
-    Layers whose outputs are model outputs (classifier, prediction convs) are found by
-    tracing and never masked; ``ignored_layers`` adds more. Layers whose channels cannot be
-    removed losslessly (coupled through LayerNorm/GroupNorm, or through an op that mixes
-    channels) are left unmasked and listed in ``masks.meta["skipped"]`` with the reason;
-    naming one in ``ratio_dict`` is an explicit request and raises UnsupportedLayerError.
-    ``ratio_dict`` overrides the ratio per module name. The model is not modified.
-    """
-    ratio = check_ratio(ratio)
-    score = get_criterion(criterion)
-    per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}
-    ignored = _resolve_ignored(model, ignored_layers)
-    probe = probe_model(model, example_inputs, forward_fn)
-    graph = build_graph(model, example_inputs, forward_fn)
-    walker = GroupWalker(graph, model)
-    names = module_names(model)
-    traced = {names[m] for m in graph.module2node if isinstance(m, nn.Module) and m in names}
-
-    masks = ChannelMasks(meta={"criterion": criterion if isinstance(criterion, str) else getattr(
-        criterion, "__name__", "custom"), "ratio": ratio, "norms_traced": True})
-    # not used in the forward (untraced): nothing to gain, nothing to check
-    candidates = [name for name, module in model.named_modules() if isinstance(module, layer_types)
-                  and name not in ignored and name not in probe.output_layers and name in traced
-                  and name not in probe.feeds_dead]
-    groups, skipped = walker.groups_of(candidates)
-    skipped.update({name: f"its channels also feed {dead}, whose output never reaches a model output"
-                    for name, dead in probe.feeds_dead.items() if name not in ignored})
-    modules = dict(model.named_modules())
-    for name in candidates:
-        if name in skipped:
-            continue
-        module = modules[name]
-        layer_ratio = per_layer.get(name, ratio)
-        masks[name] = keep_mask_from_scores(score(module.weight), layer_ratio)
-        if name in probe.norm_after:
-            masks.norm_layers[name] = probe.norm_after[name]
-    explicit = sorted(set(skipped) & set(per_layer))
-    if explicit:
-        raise UnsupportedLayerError(
-            f"ratio_dict asks to mask {explicit}, whose channels cannot be removed losslessly: "
-            f"{skipped[explicit[0]]}. Remove them from ratio_dict or add them to ignored_layers "
-            "(they are skipped otherwise)")
-    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
-    if skipped:
-        masks.meta["skipped"] = skipped
-    return masks
+        return compute_masks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from torch import nn
 from .graph import ForwardFn, run_forward
 
 
-class _ForwardWith(nn.Module):
+class ForwardWith(nn.Module):
     """Lets the counter call models that need a custom forward (mmdet ``_forward`` ...)."""
 
     def __init__(self, model: nn.Module, forward_fn: ForwardFn | None):
@@ -38,7 +38,7 @@ def count_macs_params(model: nn.Module, example_inputs: Any, forward_fn: Forward
     training = model.training
     try:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            macs, _ = tp.utils.count_ops_and_params(_ForwardWith(model, forward_fn), (example_inputs,))
+            macs, _ = tp.utils.count_ops_and_params(ForwardWith(model, forward_fn), (example_inputs,))
     finally:
         model.train(training)
     return int(macs), count_params(model)

@@ -170,7 +170,8 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
         merge=opt.merge, dtype=str(dtype).replace("torch.", ""), params_before=params_before,
         params_after=params_after, macs_before=macs_before, macs_after=macs_after, verified=opt.verify,
         groups=[p.record for p in plans if any(v is not None for v in p.record.kept_by_producer.values())],
-        skipped=skipped)
+        skipped=skipped, selection=masks.meta.get("selection"), ratio=masks.meta.get("ratio"),
+        target_macs=masks.meta.get("target_macs"))
     if not opt.mask_bn:
         folded = opt.fold_constants and opt.merge == "union"
         report.notes.append("BatchNorm was not masked: removed channels still emitted beta - gamma*mean/std"

@@ -43,6 +43,9 @@ class ReconstructionReport:
     groups: list[GroupRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # group root -> why its channels were all kept
     notes: list[str] = field(default_factory=list)
+    selection: str | None = None  # how the masks were chosen ("layer"/"group"), from the masks' meta
+    ratio: float | None = None  # the uniform ratio the masks used (found by the search under target_macs)
+    target_macs: float | None = None  # the MACs budget the ratio was searched for, if any
 
     @property
     def params_ratio(self) -> float:
@@ -75,8 +78,11 @@ class ReconstructionReport:
         return text
 
     def __str__(self) -> str:
+        chosen = f", {self.selection} selection" if self.selection else ""
+        if self.target_macs is not None:
+            chosen += f", ratio {self.ratio:.4f} found for target_macs {self.target_macs:g}"
         lines = [
-            f"Reconstruction ({self.merge}, {self.dtype})",
+            f"Reconstruction ({self.merge}, {self.dtype}{chosen})",
             f"  params : {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%})",
             f"  MACs   : {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.1%})",
         ]

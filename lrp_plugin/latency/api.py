@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidRatioError, UsageError
+from ..errors import InvalidArgumentError, InvalidRatioError, UsageError
 from .backends import backend as backend_record
 from .remote import SSHTarget
 
@@ -28,6 +28,8 @@ class LatencyJob:
     prune_ratio: float | None = None
     criterion: str = "l1"
     round_to: int | str | None = None  # an int >= 1, "auto" (per target backend), or None
+    selection: str = "layer"  # how the pruned build chooses channels (lrp.compute_masks)
+    target_macs: float | None = None  # pruned build at a MACs budget instead of prune_ratio
     num_classes: int = 1000
     input_shape: list[int] | None = None  # C,H,W; None: 3,224,224 (an ONNX-only run: the file's own)
     batch: int = 1
@@ -61,11 +63,18 @@ class LatencyJob:
                 check_ratio(self.prune_ratio)  # the core's range, so the tool accepts what lrp accepts
             except InvalidRatioError as exc:
                 raise UsageError(f"--prune-ratio: {exc}") from exc
+        from ..core.selection import check_ratio_or_target, check_selection
+
+        try:
+            check_selection(self.selection)
+            check_ratio_or_target(self.prune_ratio, self.target_macs)
+        except InvalidArgumentError as exc:
+            raise UsageError(f"--selection/--target-macs: {exc}") from exc
         if self.round_to is not None and self.round_to != "auto" and (
                 not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1):
             raise UsageError(f"--round-to must be an integer >= 1 or 'auto', got {self.round_to!r}")
-        if self.round_to is not None and self.prune_ratio is None:
-            raise UsageError("--round-to applies to the pruned build: give --prune-ratio too")
+        if self.round_to is not None and self.prune_ratio is None and self.target_macs is None:
+            raise UsageError("--round-to applies to the pruned build: give --prune-ratio (or --target-macs) too")
         if not self.models:
             raise UsageError("no model given: e.g. timm:resnet18 --prune-ratio 0.5")
         if self.fp16 and self.bf16:
@@ -181,6 +190,7 @@ def run_job(job: LatencyJob) -> dict[str, Any]:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(job.seed))
     req = SourceRequest(x=x, base=job.base, checkpoint=job.checkpoint, prune_ratio=job.prune_ratio,
                         criterion=job.criterion, round_to=round_to, num_classes=job.num_classes, seed=job.seed,
+                        selection=job.selection, target_macs=job.target_macs,
                         quiet=not job.progress)
     entries = load_models(job.models, req)
     in_process = [b for b in backends if backend_record(b).local_only]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.criteria import criterion_name
+from ..core.selection import SELECTIONS
 from ..errors import LRPError
 from .api import LatencyJob, run_job
 from .remote import SSHTarget
@@ -57,7 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep pruned channel counts at multiples of N (lossless: the extra channels are zero); auto: "
                         "the multiple that paid on the first backend at this device and precision (round_to study)")
     p.add_argument("--criterion", default="l1", type=criterion_name,
-                   help="criterion for --prune-ratio: l1, l2, gm (or L1Norm, FPGM, ...)")
+                   help="criterion for --prune-ratio: l1, l2, gm (L1Norm, FPGM ...; lrp.register_criterion names)")
+    p.add_argument("--selection", default="layer", choices=SELECTIONS,
+                   help="layer: per-layer masks (the paper, default); group: one mask per coupled group (residual "
+                        "streams shrink too, about Torch-Pruning's compression)")
+    p.add_argument("--target-macs", type=float, help="build the pruned counterpart at this fraction of the original "
+                                                     "MACs (the ratio is searched) instead of --prune-ratio")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size of timm models (default 1000)")
     p.add_argument("--input-shape", type=_shape, help="C,H,W of one sample (default 3,224,224; ONNX: its own)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -110,6 +116,7 @@ def job_from_args(args: argparse.Namespace) -> LatencyJob:
                            python=args.remote_python)
     return LatencyJob(models=args.models, base=args.base, checkpoint=args.checkpoint, prune_ratio=args.prune_ratio,
                       criterion=args.criterion, round_to=args.round_to, num_classes=args.num_classes,
+                      selection=args.selection, target_macs=args.target_macs,
                       input_shape=args.input_shape, batch=args.batch, backends=args.backend, threads=args.threads,
                       warmup=args.warmup, runs=args.runs, time_budget_s=args.time_budget, seed=args.seed,
                       fp16=args.fp16, bf16=args.bf16, device=args.device, channels_last=args.channels_last,

@@ -56,11 +56,18 @@ class SourceRequest:
     prune_ratio: float | None = None
     criterion: str = "l1"
     round_to: int | None = None
+    selection: str = "layer"  # compute_masks's: per-layer masks (the paper) or one per coupled group
+    target_macs: float | None = None  # a MACs budget instead of prune_ratio (the ratio is searched)
     num_classes: int = 1000
     seed: int = 0
     quiet: bool = False
     references: dict[str, ModelEntry] = field(default_factory=dict)  # base models, timed first, built once
     masks: dict[tuple, Any] = field(default_factory=dict)  # (model, ratio, criterion) -> masks, reused by variants
+
+    @property
+    def prunes(self) -> bool:
+        """A pruned counterpart is built (at a ratio or a MACs budget)."""
+        return self.prune_ratio is not None or self.target_macs is not None
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -101,9 +108,9 @@ def create_timm(name: str, num_classes: int, seed: int) -> nn.Module:
     return randomize_batchnorm(model, seed=seed).eval()
 
 
-def prune_in_process(model: nn.Module, x: torch.Tensor, ratio: float, criterion: str, *, round_to: int | None = None,
-                     ignored_layers: list[str] | None = None, forward_fn: Any = None,
-                     masks: Any = None) -> nn.Module:
+def prune_in_process(model: nn.Module, x: torch.Tensor, ratio: float | None, criterion: str, *,
+                     round_to: int | None = None, ignored_layers: list[str] | None = None, forward_fn: Any = None,
+                     masks: Any = None, selection: str = "layer", target_macs: float | None = None) -> nn.Module:
     """compute_masks -> apply_masks -> reconstruct on a copy; the original stays untouched.
 
     ``masks`` (from an earlier call on the same model) skips compute_masks: variants that differ
@@ -114,22 +121,27 @@ def prune_in_process(model: nn.Module, x: torch.Tensor, ratio: float, criterion:
     masked = copy.deepcopy(model)
     if masks is None:
         masks = lrp.compute_masks(masked, x, criterion=criterion, ratio=ratio, ignored_layers=ignored_layers,
-                                  forward_fn=forward_fn)
+                                  forward_fn=forward_fn, selection=selection, target_macs=target_macs,
+                                  round_to=round_to)
     lrp.apply_masks(masked, masks)
     return lrp.reconstruct(masked, x, round_to=round_to, forward_fn=forward_fn).model.eval()
 
 
 def _pruned_name(name: str, req: SourceRequest) -> str:
     suffix = f"-r{req.round_to}" if req.round_to and req.round_to > 1 else ""
-    return f"{name}-{req.criterion}-cr{req.prune_ratio:g}{suffix}"
+    suffix += "-group" if req.selection == "group" else ""
+    amount = f"macs{req.target_macs:g}" if req.target_macs is not None else f"cr{req.prune_ratio:g}"
+    return f"{name}-{req.criterion}-{amount}{suffix}"
 
 
 def _prune_entry(name: str, spec: str, model: nn.Module, req: SourceRequest, **adapter_kw: Any) -> ModelEntry:
     """The pruned counterpart of ``model`` at ``--prune-ratio`` (with ``--round-to``), as an entry."""
-    req.log(f"pruning {name} in-process: {req.criterion}, ratio {req.prune_ratio}"
+    req.log(f"pruning {name} in-process: {req.criterion}, {req.selection} selection, "
+            + (f"target MACs {req.target_macs}" if req.target_macs is not None else f"ratio {req.prune_ratio}")
             + (f", round_to {req.round_to}" if req.round_to else "") + " (compute_masks, apply_masks, reconstruct)")
     try:
-        pruned = prune_in_process(model, req.x, req.prune_ratio, req.criterion, round_to=req.round_to, **adapter_kw)
+        pruned = prune_in_process(model, req.x, req.prune_ratio, req.criterion, round_to=req.round_to,
+                                  selection=req.selection, target_macs=req.target_macs, **adapter_kw)
     except LRPError:  # already names the fix (e.g. UnsupportedLayerError, LosslessError)
         raise
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -137,7 +149,8 @@ def _prune_entry(name: str, spec: str, model: nn.Module, req: SourceRequest, **a
                                "and the adapted OpenMMLab models: give another model or a pruned file") from exc
     return ModelEntry(_pruned_name(name, req), f"{spec} pruned", module=pruned,
                       notes={"prune": {"ratio": req.prune_ratio, "criterion": req.criterion,
-                                       "round_to": req.round_to}})
+                                       "round_to": req.round_to, "selection": req.selection,
+                                       "target_macs": req.target_macs}})
 
 
 def check_forward(entry: ModelEntry, x: torch.Tensor) -> None:
@@ -172,7 +185,7 @@ def load_timm(spec: str, req: SourceRequest) -> list[ModelEntry]:
     req.log(f"building timm:{name} (random weights)")
     entry = ModelEntry(name, spec, module=create_timm(name, req.num_classes, req.seed))
     check_forward(entry, req.x)
-    return [entry, counterpart(entry, req)] if req.prune_ratio is not None else [entry]
+    return [entry, counterpart(entry, req)] if req.prunes else [entry]
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -313,7 +326,7 @@ def load_openmmlab(spec: str, req: SourceRequest) -> list[ModelEntry]:
     name = Path(_scoped(spec)[1]).stem
     req.log(f"building {name} ({scope}{', weights ' + req.checkpoint if req.checkpoint else ', random weights'})")
     entry, _ = _openmmlab_entry(name, spec, scope, copy.deepcopy(cfg.model), req, req.checkpoint)
-    return [entry, counterpart(entry, req)] if req.prune_ratio is not None else [entry]
+    return [entry, counterpart(entry, req)] if req.prunes else [entry]
 
 
 def _is_pruned_config(cfg: Any) -> bool:
@@ -377,11 +390,12 @@ def counterpart(entry: ModelEntry, req: SourceRequest) -> ModelEntry:
         model = model.model
         adapter = find_adapter(model)
     kw = {} if adapter is None else {"ignored_layers": adapter.ignored_layers(model), "forward_fn": adapter.forward_fn}
-    key = (entry.name, req.prune_ratio, req.criterion)
+    key = (entry.name, req.prune_ratio, req.criterion, req.selection, req.target_macs)
     if key not in req.masks:
         from .. import core as lrp
 
-        req.masks[key] = lrp.compute_masks(model, req.x, criterion=req.criterion, ratio=req.prune_ratio, **kw)
+        req.masks[key] = lrp.compute_masks(model, req.x, criterion=req.criterion, ratio=req.prune_ratio,
+                                           selection=req.selection, target_macs=req.target_macs, **kw)
     pruned = _prune_entry(entry.name, entry.source, model, req, masks=req.masks[key], **kw)
     if adapter is not None:
         pruned.module = TensorForward(pruned.module, adapter.forward_fn).eval()

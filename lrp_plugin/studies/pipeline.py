@@ -67,13 +67,14 @@ def _timed_train(model, data, recipe, seed, desc, progress) -> float:
 
 def prune_finetune_reconstruct(model: nn.Module, data: ImageSplit, criterion: str, ratio: float, finetune: Recipe,
                                seed: int = 0, ablations: bool = True, progress: bool = True,
-                               round_to: int | None = None) -> tuple[list[VariantResult], nn.Module]:
+                               round_to: int | None = None, selection: str = "layer"
+                               ) -> tuple[list[VariantResult], nn.Module]:
     """Rows for union (+ ablations) and the union-reconstructed model. ``model`` is not changed.
 
     BN not masked gives two rows: the paper's Table 8 (constants dropped: lossy) and ours
     (the constants the removed channels emit folded into their consumers: exact)."""
     example = data.test_x[:2]
-    masks = lrp.compute_masks(model, example, criterion=criterion, ratio=ratio)
+    masks = lrp.compute_masks(model, example, criterion=criterion, ratio=ratio, selection=selection)
     rows: list[VariantResult] = []
     pruned = None
     for mask_bn in (True, False) if ablations else (True,):

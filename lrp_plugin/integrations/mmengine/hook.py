@@ -22,6 +22,7 @@ from ...adapters.base import Adapter
 from ...core.checks import check_layer_names, check_pruning_options
 from ...core.dry_run import dry_run_rebuild
 from ...core.report import GroupRecord, ReconstructionReport
+from ...core.selection import check_ratio_or_target, check_selection
 from ...errors import CallOrderError, InvalidArgumentError
 from .checkpoint_safety import allow_mmengine_checkpoints, portable_message_hub
 from .ema import ema_models, restart_ema
@@ -70,22 +71,26 @@ class LosslessPruningHook(Hook):
     the pruned checkpoint in ``after_train``; ``'reconstruct_then_finetune'`` (paper Fig. 6)
     rebuilds in ``before_train`` and fine-tunes the smaller model. ``input_size`` is the
     (H, W) of the tracing input (default: the adapter's), ``masks`` a saved mask file to use
-    instead of computing them.
+    instead of computing them. ``selection`` (``"layer"``/``"group"``) and ``target_macs`` (a MACs
+    budget instead of ``ratio``) are ``lrp.compute_masks``'s.
     """
 
     priority = "VERY_LOW"  # run after every other hook's after_train_iter (e.g. EMA), so masks win
 
-    def __init__(self, criterion: str = "l1", ratio: float = 0.5, order: str = ORDERS[0],
+    def __init__(self, criterion: str = "l1", ratio: float | None = None, order: str = ORDERS[0],
                  input_size: int | tuple[int, int] | None = None, ignored_layers: list[str] | None = None,
                  ratio_dict: dict[str, float] | None = None, masks: str | None = None,
-                 out_file: str = "pruned.pth", verify: bool = True) -> None:
+                 out_file: str = "pruned.pth", verify: bool = True, selection: str = "layer",
+                 target_macs: float | None = None) -> None:
         if order not in ORDERS:
             raise InvalidArgumentError(f"order={order!r}: use one of {ORDERS}")
-        # criterion, ratios, ignored_layers checked here, not after the data is loaded
+        # criterion, selection, ratios, budget, ignored_layers checked here, not after the data is loaded
+        ratio, self.target_macs = check_ratio_or_target(ratio, target_macs)
+        self.selection = check_selection(selection)
         check_pruning_options(criterion, ratio, ratio_dict=ratio_dict, ignored_layers=ignored_layers)
         # the Runner builds hooks before it loads any checkpoint: resuming needs these types
         allow_mmengine_checkpoints()
-        self.criterion, self.ratio, self.order = criterion, ratio, order
+        self.criterion, self.ratio, self.order = criterion, None if target_macs is not None else ratio, order
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.ignored_layers = list(ignored_layers or [])
         self.ratio_dict = ratio_dict
@@ -111,7 +116,8 @@ class LosslessPruningHook(Hook):
             masks = lrp.compute_masks(
                 trace_copy(model, adapter), x, criterion=self.criterion, ratio=self.ratio,
                 ignored_layers=[*adapter.ignored_layers(model), *self.ignored_layers],
-                ratio_dict=self.ratio_dict, forward_fn=adapter.forward_fn)
+                ratio_dict=self.ratio_dict, forward_fn=adapter.forward_fn, selection=self.selection,
+                target_macs=self.target_macs)
         if get_world_size() > 1:  # rank 0's masks on every rank, whatever each rank's tracing input was
             shared = [masks.state_dict() if masks is not None else None]
             broadcast_object_list(shared, src=0)
@@ -139,7 +145,8 @@ class LosslessPruningHook(Hook):
         if self.order == "finetune_then_reconstruct" and self.verify:  # fail now, not after the fine-tune
             dry_run_rebuild(trace_copy(model, adapter), x, forward_fn=adapter.forward_fn,
                             when="in LosslessPruningHook.before_train")
-        runner.logger.info(f"LosslessPruningHook: {len(self.masks)} convs masked ({self.criterion}, CR {self.ratio}), "
+        runner.logger.info(f"LosslessPruningHook: {len(self.masks)} convs masked ({self.criterion}, {self.selection}, "
+                           f"CR {self.masks.meta.get('ratio', self.ratio)}), "
                            f"masks held during training")
         if self.order == "reconstruct_then_finetune":
             self._reconstruct_in_place(runner, model, adapter, x)

@@ -11,10 +11,11 @@ from nni.compression.pruning import L1NormPruner as _NNIL1NormPruner
 from nni.compression.pruning import L2NormPruner as _NNIL2NormPruner
 from torch import nn
 
-from ...compat import nni_metric_shrink, nni_wrapped_param
-from ...core import ChannelMasks
-from ...core.criteria import get_criterion
+from ...compat import nni_metric_shrink, nni_set_sparse_ratio, nni_wrapped_param
+from ...core import ChannelMasks, compute_masks
+from ...core.criteria import criterion_name, get_criterion
 from ...core.graph import probe_model
+from ...core.selection import check_selection, check_target_macs
 from ...errors import MaskError
 from .config_lists import check_config_list, selected_modules
 from .masks import masks_from_nni
@@ -36,7 +37,10 @@ class _LosslessNormPruner:
     criterion = "l1"
 
     def __init__(self, model: nn.Module, config_list: list[dict], evaluator=None, existed_wrappers=None, *,
-                 dummy_input: Any = None, mask_bn: bool = True):
+                 dummy_input: Any = None, mask_bn: bool = True, selection: str = "layer",
+                 target_macs: float | None = None, criterion: Any = None):
+        selection, target_macs = check_selection(selection), check_target_macs(target_macs)
+        self.criterion = self.criterion if criterion is None else criterion_name(criterion)  # a registered name
         converted = check_config_list(model, config_list)
         dummy_input = dummy_input if dummy_input is not None else getattr(evaluator, "dummy_input", None)
         self.mask_bn = mask_bn
@@ -54,14 +58,32 @@ class _LosslessNormPruner:
                         self.norm_layers[conv] = pairs[conv]
             extra = [_aligned_bn_config(conv, bn) for conv, bn in sorted(self.norm_layers.items())]
         super().__init__(model, config_list + extra, evaluator, existed_wrappers)
+        self.selection, self.target_macs, self._chosen = selection, target_macs, None
+        if selection == "group" or target_macs is not None:  # lrp chooses the filters, NNI masks them
+            if dummy_input is None:
+                raise MaskError(f"{type(self).__name__}(selection={selection!r}, target_macs=...) traces the model: "
+                                "pass dummy_input=...")
+            ratios = {name: float(config.get("sparse_ratio", config.get("target_settings", {}).get(
+                "weight", {}).get("sparse_ratio", 0.0)))
+                for index, config in enumerate(converted) for name in selected_modules(model, config, index)}
+            ignored = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in ratios]
+            self._chosen = compute_masks(model, dummy_input, self.criterion, None if target_macs else 0.0, ignored,
+                                         selection=selection, target_macs=target_macs,
+                                         ratio_dict=None if target_macs else ratios)
+            for name in ratios if target_macs is not None else ():
+                nni_set_sparse_ratio(self, name, self._chosen.meta["ratio"])
 
     def _calculate_metrics(self, data):  # NNI's hook for a pruner's per-target metric
         reduce_func = _criterion_metric(self.criterion)
         metrics: dict[str, dict[str, torch.Tensor]] = {}
         for module_name, module_data in data.items():
             for target_name, target_data in module_data.items():
-                metrics.setdefault(module_name, {})[target_name] = nni_metric_shrink(
-                    self, module_name, target_name, target_data, reduce_func)
+                metric = nni_metric_shrink(self, module_name, target_name, target_data, reduce_func)
+                keep = self._chosen.get(module_name) if self._chosen is not None else None
+                if keep is not None and target_name == "weight":  # lrp's choice ranks first, then the score
+                    shape = (-1,) + (1,) * (metric.dim() - 1)
+                    metric = metric + keep.to(metric).reshape(shape) * (2 * metric.abs().max() + 1)
+                metrics.setdefault(module_name, {})[target_name] = metric
         return metrics
 
     def compress(self, max_steps: int | None = None, max_epochs: int | None = None):
