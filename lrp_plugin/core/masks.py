@@ -18,10 +18,10 @@ from torch import nn
 from ..errors import MaskError, UnsupportedLayerError
 from .checks import load_weights_only
 from .criteria import Criterion, check_ratio, get_criterion, keep_mask_from_scores
-from .graph import ForwardFn, build_graph, probe_model
+from .graph import ForwardFn, trace_model
 from .groups import GroupWalker
 from .modules import module_names, out_channels
-from .plan import downstream_norm_masks
+from .norms import record_norms
 
 MASKS_FORMAT = "lrp-channel-masks/1"
 
@@ -206,8 +206,8 @@ def compute_masks(
     score = get_criterion(criterion)
     per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}
     ignored = _resolve_ignored(model, ignored_layers)
-    probe = probe_model(model, example_inputs, forward_fn)
-    graph = build_graph(model, example_inputs, forward_fn)
+    traced = trace_model(model, example_inputs, forward_fn)
+    probe, graph = traced.probe, traced.graph
     walker = GroupWalker(graph, model)
     names = module_names(model)
     traced = {names[m] for m in graph.module2node if isinstance(m, nn.Module) and m in names}
@@ -225,15 +225,13 @@ def compute_masks(
         module = modules[name]
         layer_ratio = per_layer.get(name, ratio)
         masks[name] = keep_mask_from_scores(score(module.weight), layer_ratio)
-        if name in probe.norm_after:
-            masks.norm_layers[name] = probe.norm_after[name]
     explicit = sorted(set(skipped) & set(per_layer))
     if explicit:
         raise UnsupportedLayerError(
             f"ratio_dict asks to mask {explicit}, whose channels cannot be removed losslessly: "
             f"{skipped[explicit[0]]}. Remove them from ratio_dict or add them to ignored_layers "
             "(they are skipped otherwise)")
-    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
+    record_norms(masks, probe.norm_after, groups, probe.output_layers)
     if skipped:
         masks.meta["skipped"] = skipped
     return masks

@@ -20,6 +20,7 @@ from ..compat import group_graph
 from ..core import ChannelMasks, ReconstructionReport, apply_masks, compute_masks, get_masks, reconstruct
 from ..core.criteria import check_ratio, criterion_name, get_criterion
 from ..core.graph import PRODUCER_TYPES, ForwardFn
+from ..core.plan import check_round_to
 from ..errors import CallOrderError, InvalidArgumentError, MaskError
 
 MODES = ("soft", "hard")
@@ -103,8 +104,7 @@ class LosslessPruner:
             raise InvalidArgumentError("global_pruning is not supported: the paper masks the same ratio in every layer")
         if unsupported:
             raise InvalidArgumentError(f"LosslessPruner does not implement {sorted(unsupported)}; remove them")
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
+        check_round_to(round_to)
         self.model, self.example_inputs, self.forward_fn = model, example_inputs, forward_fn
         self.criterion = _criterion_of(importance)
         self.pruning_ratio = check_ratio(pruning_ratio)
