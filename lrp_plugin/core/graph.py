@@ -2,7 +2,8 @@
 
 Everything that needs to run the model once lives here: building the graph,
 finding the layers whose outputs are model outputs (never pruned), and finding the
-BatchNorm that directly follows each conv (masked together with it).
+BatchNorm that directly follows each conv (masked together with it). ``trace_model``
+does all three on one forward.
 """
 
 from __future__ import annotations
@@ -105,18 +106,14 @@ def _eval_is_a_no_op(model: nn.Module) -> Iterator[None]:
         del model.__dict__["eval"]
 
 
-def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
+def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None,
+                outputs: list[Any]) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model``; raises TraceError if the model cannot run.
+    The traced forward's output is appended to ``outputs``.
 
     A failure after the trace (Torch-Pruning's shape/offset heuristics on an op they do not
     know) does not lose the graph: the offending nodes are marked and their channels kept.
     """
-    return _build_graph(model, example_inputs, forward_fn, [])
-
-
-def _build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None,
-                 outputs: list[Any]) -> tp.DependencyGraph:
-    """``build_graph``, appending the traced forward's output to ``outputs``."""
     def traced_forward(m: nn.Module, x: Any) -> Any:
         out = run_forward(m, x, forward_fn)
         outputs.append(out)
@@ -235,7 +232,7 @@ def trace_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
     hooks = _ProbeHooks(model)
     outputs: list[Any] = []
     try:
-        graph = _build_graph(model, example_inputs, forward_fn, outputs)
+        graph = build_graph(model, example_inputs, forward_fn, outputs)
     finally:
         hooks.remove()
     return Trace(graph=graph, probe=hooks.finish(model, outputs[0]))
