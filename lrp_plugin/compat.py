@@ -15,13 +15,13 @@ import torch_pruning as tp
 from torch_pruning import _helpers as _tp_helpers
 from torch_pruning.dependency import index_mapping as _tp_index_mapping
 from torch_pruning.dependency import shape_infer as _tp_shape_infer
+from torch_pruning.utils import op_counter as _tp_op_counter
 
 TORCH_PRUNING_VERSIONS = "1.6"
 NNI_VERSIONS = "3.0"
 
 OPTYPE = tp.ops.OPTYPE
 HybridIndex = _tp_helpers._HybridIndex
-GroupItem = _tp_helpers.GroupItem
 Group = tp.dependency.Group
 SplitIndexMapping = _tp_index_mapping._SplitIndexMapping
 
@@ -79,12 +79,11 @@ _SIZES_TRACED = "_lrp_sizes_traced"
 def _split_sizes_from_autograd(node: Any) -> None:
     """The part sizes autograd saved for a split (Torch-Pruning guesses them from its graph, and
     can get them wrong when a part goes straight into a concat)."""
-    fn = node.grad_fn
     setattr(node.module, _SIZES_TRACED, True)
-    sizes = getattr(fn, "_saved_split_sizes", None)
+    sizes = saved(node, "split_sizes")
     if sizes is None:
-        size, full = getattr(fn, "_saved_split_size", None), getattr(fn, "_saved_self_sym_sizes", None)
-        dim = getattr(fn, "_saved_dim", 1)
+        size, full = saved(node, "split_size"), saved(node, "self_sym_sizes")
+        dim = saved(node, "dim", 1)
         if size is None or full is None or not -len(full) <= dim < len(full):
             return
         total = int(full[dim])
@@ -116,6 +115,17 @@ def _fix_split_mapping(node: Any) -> None:
                 dep.index_mapping[0] = SplitIndexMapping(offset=span, reverse=True)
 
 
+def saved(node: Any, name: str, default: Any = None) -> Any:
+    """What autograd saved for the backward of ``node``'s op (``grad_fn._saved_<name>``): its dims, sizes,
+    strides; ``default`` where the op saved no such value."""
+    return getattr(getattr(node, "grad_fn", None), f"_saved_{name}", default)
+
+
+def root_dependency(node: Any, pruning_fn: Callable) -> Any:
+    """The dependency a group walk starts from: ``node``'s own channels, through ``pruning_fn``."""
+    return tp.dependency.Dependency(pruning_fn, pruning_fn, source=node, target=node)
+
+
 def group_graph(group: Any) -> tp.DependencyGraph:
     """The DependencyGraph a Torch-Pruning group belongs to."""
     return group._DG
@@ -128,6 +138,12 @@ def plain_group(graph: tp.DependencyGraph, items: list[tuple[Any, list[int]]]) -
         group.add_dep(dep, list(idxs))
     group._DG = graph
     return group
+
+
+def mac_counting_hooks() -> dict[type, Callable]:
+    """Torch-Pruning's per-module-type MAC hooks (``count_ops_and_params``, the ptflops 0.6.9 rules);
+    each adds its count to the module's ``__flops__`` attribute."""
+    return {**_tp_op_counter.MODULES_MAPPING, **_tp_op_counter.CUSTOM_MODULES_MAPPING}
 
 
 def nni_metric_shrink(pruner: Any, module_name: str, target_name: str, data: Any,

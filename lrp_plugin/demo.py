@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .core.criteria import check_ratio, get_criterion
+from .core.plan import check_round_to
 from .core.selection import check_selection, check_target_macs
 from .errors import InvalidArgumentError
 from .studies import report as rep
@@ -41,8 +42,7 @@ def run_demo(model_name: str = "resnet18", ratio: float = 0.5, criteria: tuple[s
         get_criterion(criterion)
     if epochs < 1 or finetune_epochs < 1:
         raise InvalidArgumentError("epochs and finetune_epochs must be >= 1")
-    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-        raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
+    check_round_to(round_to)
     start = time.perf_counter()
     torch.manual_seed(seed)
     data = load_digits_split(seed=seed)

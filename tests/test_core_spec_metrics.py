@@ -1,5 +1,6 @@
 """Saving/loading pruned models, criteria, and the paper's counting convention."""
 
+import json
 import math
 
 import pytest
@@ -101,3 +102,34 @@ def test_timm_adapter_knows_its_models():
     assert "fc" not in masks and cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
     with pytest.raises(lrp.UnknownModelError, match="resnet18"):
         create_resnet("vgg16")
+
+
+def _torch_pruning_macs(model, x):
+    import contextlib
+    import io
+
+    import torch_pruning as tp
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return int(tp.utils.count_ops_and_params(model, x)[0])
+
+
+def test_macs_are_torch_pruning_counts_and_the_report_counts_them_on_the_forwards_it_runs():
+    """count_macs_params and the report's MACs (counted on the trace and on the check of the rebuilt
+    model, with no forward of their own) equal Torch-Pruning's count_ops_and_params: a batch of 2,
+    a module shared by two parents, and an nn.Sequential of counted layers."""
+    torch.manual_seed(0)
+    shared = torch.nn.ReLU()
+    model = randomize_batchnorm(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), shared,
+        torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), shared),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)))
+    x = torch.randn(2, 3, 12, 12)
+    assert lrp.count_macs_params(model, x)[0] == _torch_pruning_macs(model, x)
+    lrp.apply_masks(model, lrp.compute_masks(model, x, "l1", 0.5))
+    for verify in (True, False):
+        result = lrp.reconstruct(model, x, verify=verify)
+        assert result.report.macs_before == _torch_pruning_macs(model, x)
+        assert result.report.macs_after == _torch_pruning_macs(result.model, x) < result.report.macs_before
+        assert not hasattr(result.model[0], "__flops__") and not hasattr(model[0], "__flops__")
+        assert lrp.ReconstructionReport.from_dict(json.loads(result.report.to_json())) == result.report

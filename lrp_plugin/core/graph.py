@@ -2,7 +2,8 @@
 
 Everything that needs to run the model once lives here: building the graph,
 finding the layers whose outputs are model outputs (never pruned), and finding the
-BatchNorm that directly follows each conv (masked together with it).
+BatchNorm that directly follows each conv (masked together with it). ``trace_model``
+does all three on one forward.
 """
 
 from __future__ import annotations
@@ -105,12 +106,19 @@ def _eval_is_a_no_op(model: nn.Module) -> Iterator[None]:
         del model.__dict__["eval"]
 
 
-def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
+def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None,
+                outputs: list[Any]) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model``; raises TraceError if the model cannot run.
+    The traced forward's output is appended to ``outputs``.
 
     A failure after the trace (Torch-Pruning's shape/offset heuristics on an op they do not
     know) does not lose the graph: the offending nodes are marked and their channels kept.
     """
+    def traced_forward(m: nn.Module, x: Any) -> Any:
+        out = run_forward(m, x, forward_fn)
+        outputs.append(out)
+        return out
+
     graph = tp.DependencyGraph()
     with preserved_state(model), _eval_is_a_no_op(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,7 +126,7 @@ def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
             return graph.build_dependency(
                 model,
                 example_inputs=example_inputs,
-                forward_fn=lambda m, x: run_forward(m, x, forward_fn),
+                forward_fn=traced_forward,
                 output_transform=flatten_tensors,
                 verbose=False,
             )
@@ -128,7 +136,13 @@ def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
             if getattr(graph, "module2node", None):  # traced; only the index bookkeeping failed
                 finish_graph(graph)
                 return graph
+            if outputs and not _has_float(outputs[0]):
+                raise TraceError(NO_OUTPUT_MESSAGE.format(model=type(model).__name__)) from exc
             raise _trace_error(exc) from exc
+
+
+def _has_float(output: Any) -> bool:
+    return any(t.is_floating_point() for t in flatten_tensors(output))
 
 
 @dataclass
@@ -145,58 +159,71 @@ class ModelProbe:
     feeds_dead: dict[str, str] = field(default_factory=dict)
 
 
-def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> ModelProbe:
-    """Find output-bound producers and conv -> BatchNorm pairs with one forward pass."""
-    probe = ModelProbe()
-    producer_of_fn: dict[Any, str] = {}
-    produced: dict[int, tuple[weakref.ref, str]] = {}
-    handles = []
+class _ProbeHooks:
+    """Forward hooks that find conv -> BatchNorm pairs; ``finish`` then walks back from the outputs."""
 
-    def on_producer(name: str):
+    def __init__(self, model: nn.Module):
+        self.probe = ModelProbe()
+        self.producer_of_fn: dict[Any, str] = {}
+        self.produced: dict[int, tuple[weakref.ref, str]] = {}
+        self.handles = []
+        for name, module in model.named_modules():
+            if isinstance(module, PRODUCER_TYPES):
+                self.handles.append(module.register_forward_hook(self._on_producer(name)))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                self.handles.append(module.register_forward_hook(self._on_batchnorm(name)))
+
+    def _on_producer(self, name: str):
         def hook(_module, _inputs, output):
             if isinstance(output, torch.Tensor):
-                producer_of_fn[output.grad_fn] = name
-                produced[id(output)] = (weakref.ref(output), name)
+                self.producer_of_fn[output.grad_fn] = name
+                self.produced[id(output)] = (weakref.ref(output), name)
         return hook
 
-    def on_batchnorm(name: str):
+    def _on_batchnorm(self, name: str):
         def hook(_module, inputs, _output):
             if inputs and isinstance(inputs[0], torch.Tensor):
-                ref_name = produced.get(id(inputs[0]))
+                ref_name = self.produced.get(id(inputs[0]))
                 if ref_name is not None and ref_name[0]() is inputs[0]:
-                    probe.norm_after.setdefault(ref_name[1], name)
+                    self.probe.norm_after.setdefault(ref_name[1], name)
         return hook
 
-    for name, module in model.named_modules():
-        if isinstance(module, PRODUCER_TYPES):
-            handles.append(module.register_forward_hook(on_producer(name)))
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            handles.append(module.register_forward_hook(on_batchnorm(name)))
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def finish(self, model: nn.Module, output: Any) -> ModelProbe:
+        """Walk back from every output through channel-preserving ops to the producers; what no
+        output depends on is dead, and the live producers feeding it are recorded."""
+        outputs = flatten_tensors(output)
+        if not any(t.is_floating_point() for t in outputs):
+            raise TraceError(NO_OUTPUT_MESSAGE.format(model=type(model).__name__))
+        probe, producer_of_fn = self.probe, self.producer_of_fn
+        roots = [o.grad_fn for o in outputs if o.grad_fn is not None]
+        probe.output_layers = {producer_of_fn[fn] for fn in _walk_back(roots, producer_of_fn)}
+        live = _walk_back(roots, {})  # everything any output depends on
+        dead = {fn: name for fn, name in producer_of_fn.items() if fn not in live}
+        probe.dead_layers = set(dead.values())
+        for fn, name in dead.items():  # the producers whose channels a dead layer reads
+            inputs = [nxt for nxt, _ in fn.next_functions if nxt is not None]
+            for feeder in _walk_back(inputs, producer_of_fn):
+                if feeder in live:
+                    probe.feeds_dead.setdefault(producer_of_fn[feeder], name)
+        return probe
+
+
+def probe_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> ModelProbe:
+    """Find output-bound producers and conv -> BatchNorm pairs with one forward pass."""
+    hooks = _ProbeHooks(model)
     try:
         with preserved_state(model):
             try:
-                outputs = flatten_tensors(run_forward(model, example_inputs, forward_fn))
+                output = run_forward(model, example_inputs, forward_fn)
             except Exception as exc:  # noqa: BLE001
                 raise _trace_error(exc) from exc
     finally:
-        for h in handles:
-            h.remove()
-    if not any(t.is_floating_point() for t in outputs):
-        raise TraceError(NO_OUTPUT_MESSAGE.format(model=type(model).__name__))
-
-    # Walk back from every output through channel-preserving ops to the producers.
-    roots = [o.grad_fn for o in outputs if o.grad_fn is not None]
-    probe.output_layers = {producer_of_fn[fn] for fn in _walk_back(roots, producer_of_fn)}
-    live = _walk_back(roots, {})  # everything any output depends on
-    dead = {fn: name for fn, name in producer_of_fn.items() if fn not in live}
-    probe.dead_layers = set(dead.values())
-    for fn, name in dead.items():  # the producers whose channels a dead layer reads
-        inputs = [nxt for nxt, _ in fn.next_functions if nxt is not None]
-        for feeder in _walk_back(inputs, producer_of_fn):
-            if feeder in live:
-                probe.feeds_dead.setdefault(producer_of_fn[feeder], name)
-    return probe
-
+        hooks.remove()
+    return hooks.finish(model, output)
 
 def _walk_back(roots: list[Any], stop_at: Mapping[Any, str]) -> set[Any]:
     """The autograd nodes reachable back from ``roots``: every one, or (with ``stop_at``) only the
@@ -213,3 +240,20 @@ def _walk_back(roots: list[Any], stop_at: Mapping[Any, str]) -> set[Any]:
         stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
     return found if stop_at else seen
 
+@dataclass
+class Trace:
+    """Torch-Pruning's graph and our probe, from one traced forward."""
+
+    graph: tp.DependencyGraph
+    probe: ModelProbe
+
+
+def trace_model(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> Trace:
+    """``build_graph`` and ``probe_model`` on the same, single forward pass."""
+    hooks = _ProbeHooks(model)
+    outputs: list[Any] = []
+    try:
+        graph = build_graph(model, example_inputs, forward_fn, outputs)
+    finally:
+        hooks.remove()
+    return Trace(graph=graph, probe=hooks.finish(model, outputs[0]))

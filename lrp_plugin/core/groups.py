@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import torch_pruning as tp
 from torch import nn
 
-from ..compat import OPTYPE, UNMAPPABLE_ATTR, HybridIndex, refresh_index_mapping
+from ..compat import OPTYPE, UNMAPPABLE_ATTR, HybridIndex, refresh_index_mapping, root_dependency, saved
 from .budget import BudgetExceeded, bounded
 from .graph import CROSS_CHANNEL_NORMS, PRODUCER_TYPES
 from .modules import module_names
@@ -90,9 +90,7 @@ def op_name(node: Any) -> str:
 
 
 def _dim_op_is_per_channel(node: Any) -> bool:
-    fn = node.grad_fn
-    dims = getattr(fn, "_saved_dim", None)
-    sizes = getattr(fn, "_saved_self_sym_sizes", None)
+    dims, sizes = saved(node, "dim"), saved(node, "self_sym_sizes")
     if dims is None or sizes is None:
         return False
     dims = dims if isinstance(dims, (tuple, list)) else (dims,)
@@ -106,10 +104,10 @@ def _channels_last_pool_restride(node: Any) -> bool:
     """The as_strided that ``adaptive_avg_pool2d(x, 1)`` adds on a channels_last input: the mean's
     dense (N, C, 1, 1) result re-strided to the same layout, so each channel stays where it is."""
     fn = node.grad_fn
-    size, stride = getattr(fn, "_saved_size", None), getattr(fn, "_saved_stride", None)
+    size, stride = saved(node, "size"), saved(node, "stride")
     if size is None or stride is None or len(size) != 4 or tuple(int(s) for s in size[2:]) != (1, 1):
         return False
-    if getattr(fn, "_saved_storage_offset", None) not in (None, 0) or int(stride[1]) != 1:
+    if saved(node, "storage_offset") not in (None, 0) or int(stride[1]) != 1:
         return False
     if int(size[0]) > 1 and int(stride[0]) != int(size[1]):
         return False
@@ -141,12 +139,11 @@ def _conv_across_channels(node: Any, names: dict, hops: int = 2) -> str:
 def _layout_change(node: Any) -> bool:
     """A permute/transpose between channels-first and channels-last (NCHW <-> NHWC, (B,C,L) <-> (B,L,C)):
     each channel stays one channel, only its position in the layout moves."""
-    fn = node.grad_fn
-    dims = getattr(fn, "_saved_dims", None)
+    dims = saved(node, "dims")
     if dims is not None:
         dims, last = tuple(dims), len(dims) - 1
         return last >= 2 and dims[0] == 0 and (dims[-1] == 1 or dims[1] == last)
-    pair = {getattr(fn, "_saved_dim0", None), getattr(fn, "_saved_dim1", None)}
+    pair = {saved(node, "dim0"), saved(node, "dim1")}
     return pair in ({1, -1}, {1, 2}, {1, 3})
 
 
@@ -154,13 +151,13 @@ def _reshape_is_mapped(node: Any) -> bool:
     """A reshape Torch-Pruning maps (flatten to a linear) or one that only drops 1x1 spatial dims."""
     if any(m is not None for dep in node.dependencies for m in dep.index_mapping):
         return True
-    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    sizes = saved(node, "self_sym_sizes")
     return sizes is not None and len(sizes) == 4 and int(sizes[2]) * int(sizes[3]) == 1
 
 
 def split_on_channels(node: Any) -> bool:
     """A split along dim 1 whose offsets Torch-Pruning knows."""
-    return getattr(node.module, "offsets", None) is not None and getattr(node.grad_fn, "_saved_dim", 1) in (1, -3)
+    return getattr(node.module, "offsets", None) is not None and saved(node, "dim", 1) in (1, -3)
 
 
 def custom_layer(module: Any) -> bool:
@@ -239,6 +236,7 @@ class GroupWalker:
         self.graph = graph
         self.cautious = cautious
         self.stale = False  # True when pruned part sizes make the index mappings out of date
+        self.resized: set[Any] = set()  # concat/split/reshape nodes of the groups pruned so far
         self._activations: dict[Any, bool] = {}
         self.names = module_names(model)
         self.seconds, self.memory_bytes = seconds, memory_bytes
@@ -312,10 +310,11 @@ class GroupWalker:
         graph = self.graph
         node = graph.module2node[module]
         fn = self.out_fn(module)
-        root = tp.dependency.Dependency(fn, fn, source=node, target=node)
+        root = root_dependency(node, fn)
         start = [HybridIndex(idx=i, root_idx=i) for i in idxs]
         ordered: list[tuple[Any, list]] = [(root, start)]
-        seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset((i.idx, i.root_idx) for i in start)]}
+        # HybridIndex is an (idx, root_idx) tuple: a set of them is the walk's signature at a target
+        seen: dict[tuple[Any, Any], list[frozenset]] = {(node, fn): [frozenset(start)]}
         stack = [(root, start)]
         steps = 0
         while stack:
@@ -344,7 +343,7 @@ class GroupWalker:
                 if reason:
                     group.blocked = reason
                     return
-                key, signature = (target, nxt.handler), frozenset((i.idx, i.root_idx) for i in mapped)
+                key, signature = (target, nxt.handler), frozenset(mapped)
                 if signature in seen.setdefault(key, []):
                     continue
                 seen[key].append(signature)

@@ -26,11 +26,10 @@ from torch import nn
 from ..errors import MaskError
 from .checks import check_state_dict_fits, load_weights_only
 from .files import atomic_path
-from .graph import ForwardFn, build_graph, probe_model
-from .groups import GroupWalker
+from .graph import ForwardFn
 from .masks import ChannelMasks, validate_masks
 from .modules import unwrap_model
-from .plan import downstream_norm_masks
+from .norms import trace_norms
 
 _STATE_ATTR = "_lrp_masks"
 MASKED_CHECKPOINT_KEY = "lrp_masks"
@@ -142,17 +141,6 @@ def apply_masks(
         state.handles.append(target.register_load_state_dict_post_hook(lambda module, _keys: enforce_masks(module)))
     setattr(target, _STATE_ATTR, state)
     return masks
-
-
-def trace_norms(model: nn.Module, masks: ChannelMasks, example_inputs: Any, forward_fn: ForwardFn | None) -> None:
-    """Record in ``masks`` the BatchNorm after each masked conv and every BN further down that
-    normalizes channels all producers masked (one traced forward and the masked groups)."""
-    probe = probe_model(model, example_inputs, forward_fn)
-    masks.norm_layers.update({k: v for k, v in probe.norm_after.items() if k in masks})
-    walker = GroupWalker(build_graph(model, example_inputs, forward_fn), model)
-    groups, _ = walker.groups_of(n for n, keep in masks.items() if not bool(keep.all()))
-    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
-    masks.meta["norms_traced"] = True
 
 
 def get_masks(model: nn.Module) -> ChannelMasks | None:

@@ -22,8 +22,18 @@ from torch import nn
 
 from .graph import PRODUCER_TYPES, ForwardFn, preserved_state, run_forward
 from .groups import ChannelGroup
-from .metrics import ForwardWith
 from .plan import plan_group
+
+
+class _ForwardWith(nn.Module):
+    """Lets Torch-Pruning's layer-wise counter call models that need a custom forward (mmdet ``_forward``)."""
+
+    def __init__(self, model: nn.Module, forward_fn: ForwardFn | None):
+        super().__init__()
+        self.model, self.forward_fn = model, forward_fn
+
+    def forward(self, example_inputs: Any) -> Any:
+        return run_forward(self.model, example_inputs, self.forward_fn)
 
 
 class _Layer:
@@ -37,7 +47,7 @@ class _Layer:
 
 def _counted_layers(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> tuple[float, list[_Layer]]:
     """(total MACs as the report counts them, the layers the counter counted with their raw MACs)."""
-    wrapper = ForwardWith(model, forward_fn)
+    wrapper = _ForwardWith(model, forward_fn)
     training = model.training
     try:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
@@ -99,7 +109,7 @@ class PlannedMacs:
         kept_out: dict[str, int] = {}
         removed_in: dict[str, int] = {}
         for group in groups:
-            keep = plan_group(group, masks, output_layers, "union", round_to)[0].keep
+            keep = plan_group(group, masks, output_layers, "union", round_to).keep
             if bool(keep.all()):
                 continue
             for member in group.producers:

@@ -1,4 +1,5 @@
-"""Small module lookups every layer needs: unwrap a training wrapper, name modules, count channels."""
+"""Small module helpers every layer needs: unwrap a training wrapper, name modules, count channels,
+keep memory formats, randomize BatchNorms (random-weight models whose BN effects must show)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,20 @@ def restore_memory_formats(model: nn.Module, formats: dict[str, torch.memory_for
             tensor.data = tensor.data.contiguous(memory_format=fmt)  # the same Parameter object, new layout
         else:
             setattr(owner, attr, tensor.contiguous(memory_format=fmt))
+
+
+@torch.no_grad()
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random running stats and affine params in every BatchNorm, so a removed channel that
+    still emits ``beta - gamma*mean/std`` shows up as an output error."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            if module.running_mean is not None:
+                module.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            if module.weight is not None:
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+    return model

@@ -10,16 +10,15 @@ keeps the ones that are not constant and plans folds for the constant ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError
 from .groups import ChannelGroup, Member, grouped_conv
 from .report import GroupRecord
-
-# ChannelMasks (masks.py imports this module): a mapping of keep-masks with ``norm_layers``
-ChannelMasksLike = Mapping[str, torch.Tensor]
+from .votes import merge_votes
 
 
 @dataclass
@@ -57,39 +56,6 @@ class GroupPlan:
         removed = set(self.remove)
         pairs = [(m.name, [i for i, r in zip(m.idxs, m.root_idxs) if r in removed]) for m in self.group.consumers]
         return [(name, idxs) for name, idxs in pairs if idxs]
-
-
-def merge_votes(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_layers: set[str],
-                merge: str) -> tuple[torch.Tensor, dict[str, int | None], list[str], str]:
-    """Union/intersection of the producers' keep-masks over the group's root channels."""
-    channels = group.channels
-    fixed = torch.zeros(channels, dtype=torch.bool)
-    removed_votes = torch.zeros(channels, dtype=torch.long)
-    kept_votes = torch.zeros(channels, dtype=torch.long)
-    kept_by: dict[str, int | None] = {}
-    used: list[str] = []
-    note = "channels that are model outputs are kept" if group.output_bound else ""
-    if group.output_bound:
-        fixed[:] = True
-    for member in group.producers:
-        keep = masks.get(member.name) if member.name is not None else None
-        roots = torch.tensor(member.root_idxs, dtype=torch.long)
-        if keep is None or member.name in output_layers:
-            fixed[roots] = True
-            kept_by[member.name or type(member.module).__name__] = None
-            if keep is not None and not bool(keep.all()):
-                note = f"{member.name} feeds a model output; its mask is not applied physically"
-            continue
-        used.append(member.name)
-        kept_by[member.name] = int(keep.sum())
-        votes = keep[torch.tensor(member.idxs, dtype=torch.long)]
-        kept_votes.index_add_(0, roots, votes.long())
-        removed_votes.index_add_(0, roots, (~votes).long())
-    if merge == "union":
-        keep = fixed | (kept_votes > 0) | (removed_votes == 0)
-    else:
-        keep = fixed | (removed_votes == 0)
-    return keep, kept_by, used, note
 
 
 def keep_each_producer_alive(group: ChannelGroup, keep: torch.Tensor) -> int:
@@ -157,6 +123,13 @@ def balance(group: ChannelGroup, keep: torch.Tensor) -> int:
         step = balance_grouped_convs(group, keep) + balance_splits(group, keep)
         added += step
     return added
+
+
+def check_round_to(round_to: Any) -> int | None:
+    """``round_to`` as every entry point takes it: None (no rounding) or an int >= 1 (a bool is no count)."""
+    if round_to is not None and (not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1):
+        raise InvalidArgumentError(f"round_to must be an integer >= 1 (a channel multiple such as 8), got {round_to!r}")
+    return round_to
 
 
 def round_up(keep: torch.Tensor, round_to: int | None) -> int:
@@ -262,9 +235,9 @@ def finalize(plan: GroupPlan, round_to: int | None) -> None:
 
 
 def plan_group(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_layers: set[str], merge: str,
-               round_to: int | None) -> tuple[GroupPlan, list[str]]:
-    """The structural plan of one group (before constants are measured) and the masked producers it used."""
-    keep, kept_by, used, note = merge_votes(group, masks, output_layers, merge)
+               round_to: int | None) -> GroupPlan:
+    """The structural plan of one group, before constants are measured."""
+    keep, kept_by, note = merge_votes(group, masks, output_layers, merge)
     zero_kept = keep_each_producer_alive(group, keep)
     zero_kept += balance(group, keep)
     zero_kept += round_up(keep, round_to)
@@ -272,24 +245,4 @@ def plan_group(group: ChannelGroup, masks: Mapping[str, torch.Tensor], output_la
     record = GroupRecord(root=group.root, members=group.members, channels_before=group.channels,
                          channels_after=int(keep.sum()), kept_by_producer=kept_by, zero_channels_kept=zero_kept,
                          note=note)
-    return GroupPlan(group=group, record=record, keep=keep), used
-
-
-def downstream_norm_masks(groups: list[ChannelGroup], masks: ChannelMasksLike, output_layers: set[str],
-                          keep_existing: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Keep-masks for every BatchNorm that normalizes channels all producers masked (e.g. DenseNet's
-    pre-activation BNs after a concat), so a removed channel is zero at every consumer."""
-    immediate = set(masks.norm_layers.values())
-    result: dict[str, torch.Tensor] = {k: v.clone() for k, v in (keep_existing or {}).items()}
-    for group in groups:
-        keep, _, _, _ = merge_votes(group, masks, output_layers, "union")
-        if bool(keep.all()):
-            continue
-        for norm in group.norms:
-            if norm.name is None or norm.name in immediate:
-                continue
-            bn_keep = result.setdefault(norm.name, torch.ones(norm.module.num_features, dtype=torch.bool))
-            for idx, root in zip(norm.idxs, norm.root_idxs):
-                if not bool(keep[root]):
-                    bn_keep[idx] = False
-    return {k: v for k, v in result.items() if not bool(v.all())}
+    return GroupPlan(group=group, record=record, keep=keep)

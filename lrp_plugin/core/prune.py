@@ -7,7 +7,8 @@ here, on counts the planner balanced.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -39,9 +40,10 @@ def channel_range_hook(records: dict, name: str, idxs: list[int]):
     return hook
 
 
-def removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
-                           forward_fn: ForwardFn | None) -> dict[tuple[str, int], ChannelValue]:
-    """Min/max of every removed channel at every consumer input, over one forward on the example inputs."""
+@contextlib.contextmanager
+def recording_removed_values(model: nn.Module, plans: list[GroupPlan]
+                             ) -> Iterator[dict[tuple[str, int], ChannelValue]]:
+    """Min/max of every removed channel at every consumer input, over the forward run inside the block."""
     modules = dict(model.named_modules())
     wanted: dict[str, list[int]] = {}
     for plan in plans:
@@ -51,11 +53,17 @@ def removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inp
     handles = [modules[name].register_forward_pre_hook(channel_range_hook(records, name, idxs))
                for name, idxs in wanted.items() if name in modules]
     try:
-        with preserved_state(model, grad=False):
-            run_forward(model, example_inputs, forward_fn)
+        yield records
     finally:
         for h in handles:
             h.remove()
+
+
+def removed_channel_values(model: nn.Module, plans: list[GroupPlan], example_inputs: Any,
+                           forward_fn: ForwardFn | None) -> dict[tuple[str, int], ChannelValue]:
+    """Min/max of every removed channel at every consumer input, over one forward on the example inputs."""
+    with recording_removed_values(model, plans) as records, preserved_state(model, grad=False):
+        run_forward(model, example_inputs, forward_fn)
     return records
 
 
@@ -72,7 +80,7 @@ def _input_weights(module: nn.Module, idx: int) -> tuple[torch.Tensor, slice]:
     return weight[rows, local].reshape(per_out, -1).sum(dim=1), rows
 
 
-def apply_folds(model: nn.Module, plans: list[GroupPlan], norm_after: Mapping[str, str]) -> int:
+def apply_folds(model: nn.Module, plans: list[GroupPlan], norm_after: Mapping[str, str]) -> None:
     """Fold every planned constant into its consumer: bias (or the next BN's mean) or a representative."""
     modules = dict(model.named_modules())
     bias_delta: dict[str, torch.Tensor] = {}
@@ -89,7 +97,6 @@ def apply_folds(model: nn.Module, plans: list[GroupPlan], norm_after: Mapping[st
                 delta[rows] += fold.value * summed.double().cpu()
         for name, delta in bias_delta.items():
             _add_to_bias(modules[name], delta, modules.get(norm_after.get(name, "")))
-    return len(bias_delta)
 
 
 def _fold_into_representative(consumer: nn.Module, fold: ConstantFold) -> None:
@@ -123,23 +130,39 @@ def prune_grouped_in_channels(conv: nn.modules.conv._ConvNd, remove: list[int]) 
 
 
 def prune_plan(walker: GroupWalker, plan: GroupPlan, modules: Mapping[str, nn.Module]) -> None:
-    """Remove ``plan.remove`` from the group's root and every coupled member."""
+    """Remove ``plan.remove`` from the group's root and every coupled member.
+
+    The members come from the walk that planned the group, unless an earlier pruned group went
+    through the same concat/split/reshape: their offsets changed, so the group is walked again.
+    """
     remove = plan.remove
     if not remove:
         return
-    if walker.stale:  # an earlier group changed the sizes of concat/split parts
-        walker.refresh()
-    root = modules[plan.group.root]
-    group = walker.group_of(root, remove)
-    walker.stale = any(member.kind in MAPPED_KINDS for member in group.items)
-    if group.blocked:  # it was not when planned: the graph changed under us, which must not happen
-        raise RuntimeError(f"group {plan.group.root} became unmappable after earlier pruning: {group.blocked}")
+    mapped = {member.dep.target for member in plan.group.items if member.kind in MAPPED_KINDS}
+    if mapped & walker.resized:
+        if walker.stale:
+            walker.refresh()
+            walker.stale = False
+        group = walker.group_of(modules[plan.group.root], remove)
+        if group.blocked:  # it was not when planned: the graph changed under us, which must not happen
+            raise RuntimeError(f"group {plan.group.root} became unmappable after earlier pruning: {group.blocked}")
+        members = [(member, member.idxs) for member in group.items]
+        consumers = group.consumers
+    else:
+        removed = set(remove)
+        members = [(member, [i for i, r in zip(member.idxs, member.root_idxs) if r in removed])
+                   for member in plan.group.items]
+        members = [(member, idxs) for member, idxs in members if idxs]
+        consumers = plan.group.consumers
+    if mapped:
+        walker.resized |= mapped
+        walker.stale = True
     tp_items, grouped = [], []
-    for member in group.items:
-        if grouped_conv(member.module) and member in group.consumers:
-            grouped.append(member)
+    for member, idxs in members:
+        if grouped_conv(member.module) and any(member is c for c in consumers):
+            grouped.append((member, idxs))
         else:
-            tp_items.append((member.dep, member.idxs))
+            tp_items.append((member.dep, idxs))
     plain_group(walker.graph, tp_items).prune(record_history=False)
-    for member in grouped:
-        prune_grouped_in_channels(member.module, member.idxs)
+    for member, idxs in grouped:
+        prune_grouped_in_channels(member.module, idxs)

@@ -18,14 +18,15 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, LosslessError, MaskError, UnsupportedLayerError
-from .graph import ForwardFn, build_graph, probe_model
+from .graph import ForwardFn, trace_model
 from .groups import ChannelGroup, GroupWalker
 from .hold import get_masks, held_mask_bn, masked_params, remove_masks, zero_masked
 from .masks import ChannelMasks, validate_masks
-from .metrics import count_macs_params
+from .metrics import count_params, counting_macs
 from .modules import memory_formats, restore_memory_formats, unwrap_model
-from .plan import downstream_norm_masks, finalize, plan_constants, plan_group
-from .prune import apply_folds, prune_plan, removed_channel_values
+from .norms import record_norms
+from .plan import check_round_to, finalize, plan_constants, plan_group
+from .prune import apply_folds, prune_plan, recording_removed_values
 from .report import ReconstructionReport
 from .spec import ORIGINAL_SHAPES_ATTR, adopt_shapes, tensor_shapes
 from .verify import Check, default_tolerance, exact_arithmetic, model_outputs
@@ -72,8 +73,7 @@ def reconstruct(
     """
     if merge not in MERGES:
         raise InvalidArgumentError(f"merge must be one of {MERGES}, got {merge!r}")
-    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-        raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
+    round_to = check_round_to(round_to)
     target = unwrap_model(model)
     masks, mask_bn = _resolve_masks(target, masks, mask_bn)
     options = _Options(example_inputs, forward_fn, merge, verify, strict, mask_bn, fold_constants, tolerance,
@@ -112,35 +112,40 @@ class _RebuildFailed(Exception):
 
 
 def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious: bool) -> ReconstructionResult:
-    # 1. the masked model (a copy) is the reference
+    # 1. the masked model (a copy) is the reference; one traced forward gives the graph, the
+    # conv -> BN pairs, the output layers and the MACs
     masks = masks.copy()
     work = copy.deepcopy(target)
     remove_masks(work)
     x, forward_fn = opt.example_inputs, opt.forward_fn
-    probe = probe_model(work, x, forward_fn)
-    walker = GroupWalker(build_graph(work, x, forward_fn), work, cautious=cautious)
+    with counting_macs(work, x) as macs_before:
+        traced = trace_model(work, x, forward_fn)
+    probe = traced.probe
+    walker = GroupWalker(traced.graph, work, cautious=cautious)
     # on the cautious attempt the groups it blocks are kept whole: skipped, not refused
     groups, skipped = _masked_groups(walker, work, masks, probe.output_layers, opt.strict and not cautious)
     if opt.mask_bn:
-        masks.norm_layers.update({c: b for c, b in probe.norm_after.items() if c not in masks.norm_layers})
-        masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers,
-                                                      keep_existing=masks.norm_masks))
+        record_norms(masks, probe.norm_after, groups, probe.output_layers)
     zero_masked(masked_params(work, masks, opt.mask_bn))
     dtype = next((p.dtype for p in work.parameters()), torch.float32)
-    check = None
-    if opt.verify:
-        check = Check(reference=copy.deepcopy(work), ref_outputs=model_outputs(work, x, forward_fn),
-                      example_inputs=x, forward_fn=forward_fn, strict=opt.strict, mask_bn=opt.mask_bn,
-                      tolerance=opt.tolerance if opt.tolerance is not None else default_tolerance(dtype))
-    macs_before, params_before = count_macs_params(work, x, forward_fn)
+    params_before = count_params(work)
 
-    # 2. plan every group; 3. measure the removed channels and plan the constants
-    plans = [plan_group(group, masks, probe.output_layers, opt.merge, opt.round_to)[0] for group in groups]
-    if opt.merge == "union" and opt.fold_constants:
-        values = removed_channel_values(work, plans, x, forward_fn)
-        modules = dict(work.named_modules())
-        for plan in plans:
-            plan_constants(plan, values, modules)
+    # 2. plan every group; 3. measure the removed channels (one forward of the masked model, which
+    # also gives the reference outputs) and plan the constants
+    plans = [plan_group(group, masks, probe.output_layers, opt.merge, opt.round_to) for group in groups]
+    fold = opt.merge == "union" and opt.fold_constants
+    check = None
+    if fold or opt.verify:
+        with recording_removed_values(work, plans if fold else []) as values:
+            ref_outputs = model_outputs(work, x, forward_fn)
+        if opt.verify:
+            check = Check(reference=copy.deepcopy(work), ref_outputs=ref_outputs, example_inputs=x,
+                          forward_fn=forward_fn, strict=opt.strict, mask_bn=opt.mask_bn,
+                          tolerance=opt.tolerance if opt.tolerance is not None else default_tolerance(dtype))
+        if fold:
+            modules = dict(work.named_modules())
+            for plan in plans:
+                plan_constants(plan, values, modules)
     for plan in plans:
         finalize(plan, opt.round_to)
     retry = not cautious and (opt.mask_bn or opt.fold_constants) and opt.merge == "union"
@@ -158,9 +163,10 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
         param.requires_grad_(name not in frozen)
     restore_memory_formats(work, formats)
 
-    # 5. report and verify
+    # 5. run the rebuilt model once (its MACs, and the outputs to verify), report and verify
     try:
-        macs_after, params_after = count_macs_params(work, x, forward_fn)
+        with counting_macs(work, x) as macs_after:
+            outputs = model_outputs(work, x, forward_fn)
     except Exception as exc:  # noqa: BLE001 - the model's own code refused the new channel counts
         if retry:
             raise _RebuildFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -168,7 +174,8 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
                             "a channel count that pruning changed; exclude that layer (ignored_layers)") from exc
     report = ReconstructionReport(
         merge=opt.merge, dtype=str(dtype).replace("torch.", ""), params_before=params_before,
-        params_after=params_after, macs_before=macs_before, macs_after=macs_after, verified=opt.verify,
+        params_after=count_params(work), macs_before=macs_before.macs, macs_after=macs_after.macs,
+        verified=opt.verify,
         groups=[p.record for p in plans if any(v is not None for v in p.record.kept_by_producer.values())],
         skipped=skipped, selection=masks.meta.get("selection"), ratio=masks.meta.get("ratio"),
         target_macs=masks.meta.get("target_macs"))
@@ -179,7 +186,7 @@ def _rebuild(target: nn.Module, masks: ChannelMasks, opt: _Options, *, cautious:
     report.notes.extend(sorted({p.record.note for p in plans if p.record.note}))
     if check is not None:
         try:
-            verify_outputs(work, check, plans, report)
+            verify_outputs(outputs, check, plans, report)
         except LosslessError as exc:
             if retry:
                 raise _RebuildFailed(str(exc).split(";")[0]) from exc

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .files import write_text
 
@@ -70,6 +70,14 @@ class ReconstructionReport:
                     constant_channels_kept=self.constant_channels_kept, not_constant_kept=self.not_constant_kept,
                     macs_unit="MACs (FLOPs in the paper = 2 x MACs)")
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReconstructionReport:
+        """The report back from ``to_dict()`` (its derived keys dropped)."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["groups"] = [GroupRecord(**g) for g in data.get("groups", [])]
+        return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)

@@ -16,12 +16,12 @@ from torch import nn
 
 from ..errors import BudgetError, InvalidArgumentError, UnsupportedLayerError
 from .criteria import Criterion, check_ratio, criterion_label, get_criterion, keep_mask_from_scores
-from .graph import ForwardFn, build_graph, probe_model
+from .graph import ForwardFn, trace_model
 from .groups import ChannelGroup, GroupWalker
 from .macs import PlannedMacs
 from .masks import ChannelMasks, resolve_ignored
 from .modules import module_names
-from .plan import downstream_norm_masks
+from .norms import record_norms
 from .scores import group_scores, layer_scores
 
 SELECTIONS = ("layer", "group")
@@ -98,8 +98,8 @@ def compute_masks(
     score = get_criterion(criterion)
     per_layer = {name: check_ratio(r) for name, r in (ratio_dict or {}).items()}
     ignored = resolve_ignored(model, ignored_layers)
-    probe = probe_model(model, example_inputs, forward_fn)
-    graph = build_graph(model, example_inputs, forward_fn)
+    traced_model = trace_model(model, example_inputs, forward_fn)  # one traced forward: graph and probe
+    probe, graph = traced_model.probe, traced_model.graph
     walker = GroupWalker(graph, model)
     names = module_names(model)
     traced = {names[m] for m in graph.module2node if isinstance(m, nn.Module) and m in names}
@@ -124,9 +124,6 @@ def compute_masks(
                                    "selection": selection, "norms_traced": True})
         for unit in units:
             unit(masks, uniform)
-        for name in masks:
-            if name in probe.norm_after:
-                masks.norm_layers[name] = probe.norm_after[name]
         return masks
 
     if target is not None:
@@ -136,7 +133,7 @@ def compute_masks(
     masks = build(ratio)
     if target is not None:
         masks.meta.update(target_macs=target, planned_macs_ratio=round(reached, 6))
-    masks.norm_masks.update(downstream_norm_masks(groups, masks, probe.output_layers))
+    record_norms(masks, probe.norm_after, groups, probe.output_layers)
     if skipped:
         masks.meta["skipped"] = skipped
     return masks

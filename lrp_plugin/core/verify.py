@@ -130,9 +130,9 @@ class Check:
     mask_bn: bool
 
 
-def verify(model: nn.Module, check: Check, plans: list[GroupPlan], report: ReconstructionReport) -> None:
-    """Fill the report's error fields; raise LosslessError (or warn, not strict) past the tolerance."""
-    outputs = model_outputs(model, check.example_inputs, check.forward_fn)
+def verify(outputs: list[torch.Tensor], check: Check, plans: list[GroupPlan], report: ReconstructionReport) -> None:
+    """Compare the rebuilt model's ``outputs`` (``model_outputs``) with the reference's; fill the report's
+    error fields; raise LosslessError (or warn, not strict) past the tolerance."""
     ref_outputs = check.ref_outputs
     if len(outputs) != len(ref_outputs) or any(a.shape != b.shape for a, b in zip(outputs, ref_outputs)):
         raise LosslessError(
@@ -156,8 +156,8 @@ def verify(model: nn.Module, check: Check, plans: list[GroupPlan], report: Recon
             f"(max |dy| {abs_err:.3g})")
     if worst is None:
         message = (f"{head}, yet no removed channel carries any value into a consumer, so the difference is "
-                   f"arithmetic, not a lost channel: {arithmetic_setting(model)}. Fix: pass a tolerance above "
-                   f"{rel_err:.2g} (tolerance=...), or verify a float32/float64 copy; or strict=False.")
+                   f"arithmetic, not a lost channel: {arithmetic_setting(check.reference)}. Fix: pass a tolerance "
+                   f"above {rel_err:.2g} (tolerance=...), or verify a float32/float64 copy; or strict=False.")
     else:
         if report.merge == "intersection":
             fix = "use merge='union' (intersection removes channels some producer still uses)"

@@ -24,6 +24,7 @@ from ..core import CRITERIA, ChannelMasks, ReconstructionReport, apply_masks, co
 from ..core.criteria import check_ratio, criterion_name, get_criterion, is_importance
 from ..core.dry_run import dry_run_rebuild
 from ..core.graph import PRODUCER_TYPES, ForwardFn
+from ..core.plan import check_round_to
 from ..core.scores import combine
 from ..core.selection import check_ratio_or_target, check_selection
 from ..errors import CallOrderError, InvalidArgumentError, MaskError
@@ -144,8 +145,7 @@ class LosslessPruner:
             raise InvalidArgumentError("global_pruning is not supported: the paper masks the same ratio in every layer")
         if unsupported:
             raise InvalidArgumentError(f"LosslessPruner does not implement {sorted(unsupported)}; remove them")
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise InvalidArgumentError(f"round_to must be a positive int, got {round_to!r}")
+        check_round_to(round_to)
         self.model, self.example_inputs, self.forward_fn = model, example_inputs, forward_fn
         self.criterion = _criterion_of(importance)
         self.selection = check_selection(selection)

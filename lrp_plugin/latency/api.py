@@ -51,6 +51,7 @@ class LatencyJob:
     def validate(self) -> LatencyJob:
         """Raise UsageError for a number outside its range (the CLI's ``--runs 0`` & co.)."""
         from ..core.criteria import check_ratio
+        from ..core.plan import check_round_to
 
         for flag, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--batch", self.batch, 1),
                                  ("--threads", self.threads, 1), ("--num-classes", self.num_classes, 1)):
@@ -70,9 +71,11 @@ class LatencyJob:
             check_ratio_or_target(self.prune_ratio, self.target_macs)
         except InvalidArgumentError as exc:
             raise UsageError(f"--selection/--target-macs: {exc}") from exc
-        if self.round_to is not None and self.round_to != "auto" and (
-                not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1):
-            raise UsageError(f"--round-to must be an integer >= 1 or 'auto', got {self.round_to!r}")
+        if self.round_to != "auto":
+            try:
+                check_round_to(self.round_to)  # the core's rule, so the tool accepts what lrp accepts
+            except InvalidArgumentError as exc:
+                raise UsageError(f"--round-to: {exc}, or 'auto'") from exc
         if self.round_to is not None and self.prune_ratio is None and self.target_macs is None:
             raise UsageError("--round-to applies to the pruned build: give --prune-ratio (or --target-macs) too")
         if not self.models:

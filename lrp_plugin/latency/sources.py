@@ -99,7 +99,7 @@ def register_source(kind: SourceKind, *, force: bool = False) -> SourceKind:
 def create_timm(name: str, num_classes: int, seed: int) -> nn.Module:
     """A randomly initialised timm model in eval mode with randomized BatchNorm."""
     timm = require("timm", "timm", purpose=f"the model timm:{name}")
-    from ..testing import randomize_batchnorm
+    from ..core.modules import randomize_batchnorm
 
     if name not in timm.list_models():
         raise ModelSourceError(f"timm has no model {name!r}: see timm.list_models() (e.g. timm:resnet50)")
@@ -301,7 +301,7 @@ def _openmmlab_entry(name: str, spec: str, scope: str, model_cfg: Any, req: Sour
     """Build ``model_cfg`` in ``scope``, load ``checkpoint``, wrap its tensor-only forward; (entry, adapter)."""
     from ..adapters.base import find_adapter
     from ..adapters.openmmlab import build_in_scope
-    from ..testing import randomize_batchnorm
+    from ..core.modules import randomize_batchnorm
 
     torch.manual_seed(req.seed)
     model = build_in_scope(scope, model_cfg)

@@ -6,7 +6,6 @@ Registered in MMEngine's ROOT ``HOOKS`` registry, which every scope (mmdet, mmse
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +20,7 @@ from ... import core as lrp
 from ...adapters.base import Adapter
 from ...core.checks import check_layer_names, check_pruning_options
 from ...core.dry_run import dry_run_rebuild
-from ...core.report import GroupRecord, ReconstructionReport
+from ...core.report import ReconstructionReport
 from ...core.selection import check_ratio_or_target, check_selection
 from ...errors import CallOrderError, InvalidArgumentError
 from .checkpoint_safety import allow_mmengine_checkpoints, portable_message_hub
@@ -31,14 +30,6 @@ from .models import adapter_for, trace_copy
 
 ORDERS = ("finetune_then_reconstruct", "reconstruct_then_finetune")
 META_KEY = "lrp"  # checkpoint['meta']['lrp']: masks (plain tensors), order, spec and report after reconstruction
-
-
-def report_from_dict(data: Mapping[str, Any]) -> ReconstructionReport:
-    """The report back from ``ReconstructionReport.to_dict()`` (derived keys dropped)."""
-    names = {f.name for f in fields(ReconstructionReport)}
-    kwargs = {k: v for k, v in data.items() if k in names}
-    kwargs["groups"] = [GroupRecord(**g) for g in data.get("groups", [])]
-    return ReconstructionReport(**kwargs)
 
 
 def remap_optimizer(optim_wrapper: Any, old: Mapping[str, nn.Parameter], model: nn.Module) -> None:
@@ -213,7 +204,7 @@ class LosslessPruningHook(Hook):
             return
         self.masks = lrp.ChannelMasks.from_state_dict(state["masks"])
         if state.get("report_json"):  # the reconstruction happened before this run: keep its report
-            self.report = report_from_dict(json.loads(state["report_json"]))
+            self.report = ReconstructionReport.from_dict(json.loads(state["report_json"]))
         if state.get("spec_json"):  # saved after reconstruction: shrink before the weights are loaded
             model = lrp.unwrap_model(runner.model)
             old = dict(model.named_parameters())
