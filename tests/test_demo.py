@@ -23,7 +23,7 @@ def _is_png(path):
 
 def test_demo_pipeline_reduced(tmp_path, capsys):
     code = main(["demo", "--epochs", "1", "--finetune-epochs", "1", "--criterion", "l1", "gm",
-                 "--latency-runs", "3", "--round-to", "4", "--out", str(tmp_path), "--quiet"])
+                 "--latency-runs", "3", "--round-to", "4", "--target-macs", "0", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["test_images"] == 449 and report["train_images"] == 1348 and report["round_to"] == 4
@@ -39,14 +39,6 @@ def test_demo_pipeline_reduced(tmp_path, capsys):
         assert rows[(criterion, "bn_not_masked")]["max_rel_error"] > 1e-3
         folded = rows[(criterion, "bn_not_masked_folded")]  # ours: the same masks, rebuilt exactly
         assert folded["changed_predictions"] == 0 and folded["max_rel_error"] < 1e-5
-    # selection rows (issue 17): group at the same CR; layer, group and Torch-Pruning at MACs 0.25
-    group = rows[("l1", "group")]
-    assert group["changed_predictions"] == 0 and group["macs"] < rows[("l1", "union")]["macs"]
-    for variant in ("layer@macs0.25", "group@macs0.25"):
-        row = rows[("l1", variant)]
-        assert row["changed_predictions"] == 0 and abs(row["macs"] / report["original"]["macs"] - 0.25) < 0.01
-    tp_row = rows[("tp-group-magnitude-p1", "tp_group@macs0.25")]
-    assert abs(tp_row["macs"] / report["original"]["macs"] - 0.25) < 0.01 and tp_row["changed_predictions"] is None
     latency = report["latency"]
     assert set(latency["models"]) == {"original", "l1 CR 0.5", "gm CR 0.5"}
     for name in ("channels_per_layer.png", "accuracy_vs_macs.png", "latency.png"):
@@ -124,3 +116,28 @@ def test_classify_study_reads_a_local_cifar10_folder(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["dataset"] == "CIFAR-10" and report["recipes"]["original"]["batch_size"] == 128
     assert next(r for r in report["rows"] if r["variant"] == "union")["identical_predictions"]
+
+
+def test_selection_rows_at_equal_macs_are_lossless_and_on_budget():
+    """The demo's selection rows (issue 17) on a small slice: group at the CR, layer/group at a MACs budget
+    held and rebuilt exactly, Torch-Pruning's group pruning at the same MACs."""
+    import torch
+
+    from lrp_plugin.studies.data import load_digits_split
+    from lrp_plugin.studies.pipeline import build_classifier
+    from lrp_plugin.studies.recipes import Recipe
+    from lrp_plugin.studies.selection import selection_rows
+
+    data = load_digits_split(seed=0).subset(64, 64)
+    torch.manual_seed(0)
+    net = build_classifier("resnet18", data.num_classes).eval()
+    import lrp_plugin as lrp
+
+    base = lrp.count_macs_params(net, data.test_x[:1])[0]
+    rows = {r.variant: r for r in selection_rows(net, data, "l1", 0.5, 0.25, Recipe(1, 0.01, (), 5, batch_size=64),
+                                                 progress=False)}
+    assert set(rows) == {"group", "layer@macs0.25", "group@macs0.25", "tp_group@macs0.25"}
+    for name in ("group", "layer@macs0.25", "group@macs0.25"):
+        assert rows[name].changed_predictions == 0 and rows[name].max_rel_error < 1e-5
+    for name in ("layer@macs0.25", "group@macs0.25", "tp_group@macs0.25"):
+        assert abs(rows[name].macs / base - 0.25) < 0.01, (name, rows[name].macs / base)
