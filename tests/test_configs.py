@@ -102,4 +102,5 @@ def test_edge_detector_configs_keep_the_stock_hooks(name, stock_hooks):
     *stock, ours = cfg.custom_hooks
     assert [h["type"] for h in stock] == stock_hooks
     assert (ours["type"], ours["criterion"], ours["ratio"]) == ("LosslessPruningHook", "l1", 0.5)
+    assert ours["selection"] == "group"  # the edge detectors' streams shrink too
     assert cfg.custom_imports.imports == ["lrp_plugin.integrations.mmengine"]

@@ -1,4 +1,5 @@
-# RTMDet-tiny, COCO: mask 50% of every conv's filters by L1 (CR 0.5), train with the masks held
+# RTMDet-tiny, COCO: mask 50% of every coupled group's channels by L1 (CR 0.5, selection='group':
+# the same channels in every producer of a residual/FPN stream, so the stream shrinks too); train with the masks held
 # (the stock 300-epoch schedule; start from a trained model: --cfg-options load_from=RTMDET.pth),
 # then rebuild losslessly: work_dir/pruned.pth, with work_dir/pruned.py for tools/test.py.
 # The prediction convs (rtm_cls/rtm_reg, per level) are found by tracing and kept; the head's
@@ -11,6 +12,5 @@ custom_imports = dict(imports=['lrp_plugin.integrations.mmengine'], allow_failed
 # would replace the stock list. The masks are held on the EMA copy too, and the pruned model is
 # rebuilt from it (what stock checkpoints save and tools/test.py runs).
 custom_hooks = _base_.custom_hooks + [
-    dict(type='LosslessPruningHook', criterion='l1', ratio=0.5, input_size=640),
-    # selection='group' (a whole coupled group judged at once) is added by the selection branch
+    dict(type='LosslessPruningHook', criterion='l1', ratio=0.5, selection='group', input_size=640),
 ]
