@@ -92,35 +92,15 @@ def fixed_proposals(inputs: torch.Tensor) -> list:
     return [InstanceData(bboxes=boxes.clone()) for _ in range(inputs.shape[0])]
 
 
-def backbone_features(model: nn.Module, inputs: torch.Tensor) -> tuple[Any, tuple[torch.Tensor, ...]]:
-    """(neck features, the backbone's unused tail): what ``extract_feat`` computes, plus the last
-    tensor the backbone computed when it does not return it.
-
-    A stage that runs but feeds nothing (MobileNetV2's ``conv2`` when ``out_indices=(2, 4, 6)``)
-    is invisible to tracing, so pruning the stage before it would leave it unable to run;
-    returning its output makes it traced (and kept, as an output).
-    """
-    last: list[Any] = []
-    handles = [child.register_forward_hook(lambda _m, _i, out: last.append(out))
-               for child in model.backbone.children()]
-    try:
-        feats = model.backbone(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    returned = feats if isinstance(feats, (tuple, list)) else (feats,)
-    tail = last[-1] if last else None
-    unused = (tail,) if isinstance(tail, torch.Tensor) and not any(tail is t for t in returned) else ()
-    return (model.neck(feats) if model.with_neck else feats), unused
-
-
 def forward_tensors(model: nn.Module, inputs: torch.Tensor) -> Any:
     """The raw head outputs (see the module docstring): what is trained, without NMS."""
-    feats, unused = backbone_features(model, inputs)
+    # a backbone stage that runs but feeds nothing (MobileNetV2's conv2 with out_indices=(2, 4, 6)) is
+    # a dead layer: the core finds it by tracing and keeps the layers feeding it whole
+    feats = model.extract_feat(inputs)
     if detector_kind(model) == "single-stage":
-        return model.bbox_head(feats), unused
+        return model.bbox_head(feats)
     rpn = model.rpn_head(feats) if model.with_rpn else ()
-    return rpn, model.roi_head.forward(feats, fixed_proposals(inputs)), unused
+    return rpn, model.roi_head.forward(feats, fixed_proposals(inputs))
 
 
 def stride_of(model: nn.Module) -> int:

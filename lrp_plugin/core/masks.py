@@ -177,12 +177,3 @@ def resolve_ignored(model: nn.Module, ignored_layers: Iterable[Any] | None) -> s
         else:
             raise MaskError(f"ignored_layers takes modules or module names, got {type(item).__name__}")
     return {n for n in names.values() for r in roots if n == r or n.startswith(r + ".") or r == ""}
-
-
-def __getattr__(name: str) -> Any:
-    # compute_masks moved to selection.py (which imports this module); old imports keep working
-    if name == "compute_masks":
-        from .selection import compute_masks
-
-        return compute_masks
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
