@@ -205,3 +205,11 @@ def test_group_selection_and_registered_criterion_in_an_nni_pruner_rebuild_lossl
         assert speedup.report.lossless, str(speedup.report)
         ratios[selection] = speedup.report.macs_ratio
     assert ratios["group"] < ratios["layer"] - 0.1
+    # a MACs budget: NNI masks exactly the filters lrp chose, so the rebuild lands on the budget
+    model = _model()
+    pruner = L1NormPruner(model, config, dummy_input=x, selection="group", target_macs=0.4)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    speedup = LosslessSpeedup(model, x, masks)
+    speedup.speedup_model()
+    assert speedup.report.lossless and abs(speedup.report.macs_ratio - 0.4) <= 0.004, str(speedup.report)

@@ -9,7 +9,7 @@ producers, so the union is that mask and the rebuild removes ``ratio`` of the st
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -119,20 +119,24 @@ def compute_masks(
     modules = dict(model.named_modules())
     units = _units(selection, score, graph, groups, modules, set(candidates) - set(skipped), per_layer)
 
-    def build(uniform: float) -> ChannelMasks:
-        masks = ChannelMasks(meta={"criterion": criterion_label(criterion), "ratio": uniform,
+    def build(step: Step) -> ChannelMasks:
+        masks = ChannelMasks(meta={"criterion": criterion_label(criterion), "ratio": step.ratio,
                                    "selection": selection, "norms_traced": True})
-        for unit in units:
-            unit(masks, uniform)
+        for index, unit in enumerate(units):
+            unit(masks, step.upper if index < step.rounded_up else step.ratio)
         return masks
 
+    step = Step(ratio)
     if target is not None:
         planner = PlannedMacs(model, example_inputs, forward_fn)
-        ratio, reached = _search_ratio(lambda r: planner.planned(groups, build(r), probe.output_layers, round_to)
-                                       / planner.total, target)
-    masks = build(ratio)
+        step = _search_ratio(
+            lambda s: planner.planned(groups, build(s), probe.output_layers, round_to) / planner.total,
+            target, len(units))
+    masks = build(step)
     if target is not None:
-        masks.meta.update(target_macs=target, planned_macs_ratio=round(reached, 6))
+        masks.meta.update(target_macs=target, planned_macs_ratio=round(step.reached, 6))
+        if step.rounded_up:
+            masks.meta.update(ratio_upper=step.upper, rounded_up_units=step.rounded_up)
     record_norms(masks, probe.norm_after, groups, probe.output_layers)
     if skipped:
         masks.meta["skipped"] = skipped
@@ -177,25 +181,53 @@ def _out_channels(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else int(module.out_channels)
 
 
-def _search_ratio(planned: Callable[[float], float], target: float) -> tuple[float, float]:
+class Step(NamedTuple):
+    """Where the MACs search stopped: ``ratio`` everywhere, except the first ``rounded_up`` units at
+    ``upper``; ``reached`` is the planned MACs fraction."""
+
+    ratio: float
+    upper: float | None = None
+    rounded_up: int = 0
+    reached: float = 1.0
+
+
+def _search_ratio(planned: Callable[[Step], float], target: float, n_units: int) -> Step:
     """The uniform ratio whose planned MACs fraction is closest to ``target`` (bisection: MACs fall as
-    the ratio grows); BudgetError when even the floor stays above it."""
-    smallest = planned(_MAX_RATIO)
+    the ratio grows); BudgetError when even the floor stays above it.
+
+    Channel counts are integers, so MACs fall in steps: where many layers drop a channel at the same
+    ratio (every even width at 0.5) one step can jump over the 1% window. Then the ratios on both
+    sides of the jump are kept and the number of units rounded up to the upper one is bisected."""
+    smallest = planned(Step(_MAX_RATIO))
     if smallest > target * (1 + MACS_TOLERANCE):
         raise BudgetError(
             f"target_macs={target:g} cannot be reached: masking every prunable layer to its floor keeps "
             f"{smallest:.4f} of the original MACs (the smallest reachable fraction); raise target_macs to at least "
             f"{smallest:.4f}, or prune layers now ignored/skipped", smallest=smallest)
+    close = target * MACS_TOLERANCE / 4
     low, high = 0.0, _MAX_RATIO
-    best = (abs(smallest - target), _MAX_RATIO, smallest)
+    best = (abs(smallest - target), Step(_MAX_RATIO, reached=smallest))
     for _ in range(40):
         mid = (low + high) / 2
-        value = planned(mid)
-        best = min(best, (abs(value - target), mid, value))
-        if abs(value - target) <= target * MACS_TOLERANCE / 4 or high - low < 1e-4:
+        value = planned(Step(mid))
+        best = min(best, (abs(value - target), Step(mid, reached=value)), key=lambda pair: pair[0])
+        if abs(value - target) <= close or high - low < 1e-4:
             break
         if value > target:
             low = mid
         else:
             high = mid
-    return best[1], best[2]
+    if best[0] <= close or high - low >= 1e-4:
+        return best[1]
+    fewest, most = 0, n_units  # MACs fall as more units take the upper ratio
+    while most - fewest > 1:
+        count = (fewest + most) // 2
+        value = planned(Step(low, high, count))
+        best = min(best, (abs(value - target), Step(low, high, count, value)), key=lambda pair: pair[0])
+        if abs(value - target) <= close:
+            break
+        if value > target:
+            fewest = count
+        else:
+            most = count
+    return best[1]

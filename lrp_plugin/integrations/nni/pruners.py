@@ -57,8 +57,7 @@ class _LosslessNormPruner:
                     if conv in pairs:
                         self.norm_layers[conv] = pairs[conv]
             extra = [_aligned_bn_config(conv, bn) for conv, bn in sorted(self.norm_layers.items())]
-        super().__init__(model, config_list + extra, evaluator, existed_wrappers)
-        self.selection, self.target_macs, self._chosen = selection, target_macs, None
+        chosen, ratios = None, {}
         if selection == "group" or target_macs is not None:  # lrp chooses the filters, NNI masks them
             if dummy_input is None:
                 raise MaskError(f"{type(self).__name__}(selection={selection!r}, target_macs=...) traces the model: "
@@ -67,11 +66,14 @@ class _LosslessNormPruner:
                 "weight", {}).get("sparse_ratio", 0.0)))
                 for index, config in enumerate(converted) for name in selected_modules(model, config, index)}
             ignored = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in ratios]
-            self._chosen = compute_masks(model, dummy_input, self.criterion, None if target_macs else 0.0, ignored,
-                                         selection=selection, target_macs=target_macs,
-                                         ratio_dict=None if target_macs else ratios)
-            for name in ratios if target_macs is not None else ():
-                nni_set_sparse_ratio(self, name, self._chosen.meta["ratio"])
+            # chosen before NNI wraps the model: the MACs search counts a deep copy of the plain model
+            chosen = compute_masks(model, dummy_input, self.criterion, None if target_macs else 0.0, ignored,
+                                   selection=selection, target_macs=target_macs,
+                                   ratio_dict=None if target_macs else ratios)
+        super().__init__(model, config_list + extra, evaluator, existed_wrappers)
+        self.selection, self.target_macs, self._chosen = selection, target_macs, chosen
+        for name in ratios:  # NNI masks exactly as many filters as lrp chose (its lowest-ranked, below)
+            nni_set_sparse_ratio(self, name, _masked_fraction(chosen.get(name)))
 
     def _calculate_metrics(self, data):  # NNI's hook for a pruner's per-target metric
         reduce_func = _criterion_metric(self.criterion)
@@ -105,6 +107,13 @@ class _LosslessNormPruner:
         masks.norm_layers.update({c: b for c, b in self.norm_layers.items() if c in masks})
         masks.meta.update(criterion=self.criterion, source="nni")
         return masks
+
+
+def _masked_fraction(keep: torch.Tensor | None) -> float:
+    """The sparse_ratio for which NNI's ``int(n * ratio)`` masks exactly the channels ``keep`` masks."""
+    if keep is None or bool(keep.all()):
+        return 0.0
+    return (int((~keep).sum()) + 0.5) / keep.numel()
 
 
 def _aligned_bn_config(conv: str, bn: str) -> dict[str, Any]:
