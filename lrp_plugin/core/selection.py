@@ -126,8 +126,9 @@ def compute_masks(
             unit(masks, step.upper if index < step.rounded_up else step.ratio)
         return masks
 
-    step = Step(ratio)
-    if target is not None:
+    if target is None:
+        step = Step(ratio)
+    else:
         planner = PlannedMacs(model, example_inputs, forward_fn)
         step = _search_ratio(
             lambda s: planner.planned(groups, build(s), probe.output_layers, round_to) / planner.total,
